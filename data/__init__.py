@@ -1,0 +1,1 @@
+"""Data: sources (embedded corpus, HF Hub, local files), tokenizer, fixed-shape batching."""

@@ -1,0 +1,99 @@
+"""The model's typed configuration and the checks that must pass before anything is built."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message names the values and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape and behaviour of the encoder-decoder.
+
+    Head semantics: with `head_dim` unset the heads split a fixed `d_model`
+    (head_dim = d_model // num_heads); with `head_dim` set, the attention width is
+    num_heads * head_dim and the output projection maps it back to d_model.
+    """
+
+    d_model: int = 256
+    num_heads: int = 4
+    head_dim: Optional[int] = None
+    ffn_dim: int = 1024
+    num_layers: Optional[int] = None  # sets both encoder and decoder counts when given
+    num_encoder_layers: int = 3
+    num_decoder_layers: int = 3
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    norm: str = "pre"  # "pre" (pre-LN, stable without warmup tricks) or "post" (Vaswani et al.)
+    positions: str = "sinusoidal"  # or "learned"
+    max_len: int = 512
+    tie_embeddings: bool = True  # share source/target embeddings and the output projection
+    activation: str = "relu"  # or "gelu"
+    dtype: str = "float32"  # compute dtype; parameters and loss stay float32
+    attention_impl: str = "fast"  # "fast": jax.nn.dot_product_attention; "explicit": einsum + softmax
+    remat: bool = False  # recompute layer activations in the backward pass to save memory
+    head_mask: Optional[list] = None  # per-layer head gates {"encoder_self": [[...]], ...}; None = all on
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
+
+    @property
+    def attention_width(self) -> int:
+        return self.num_heads * self.resolved_head_dim
+
+    @property
+    def encoder_layers(self) -> int:
+        return self.num_layers if self.num_layers is not None else self.num_encoder_layers
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.num_layers if self.num_layers is not None else self.num_decoder_layers
+
+    def validate(self) -> "ModelConfig":
+        """Raise ConfigError naming the bad values and the fix; return self when fine."""
+        for name in ("d_model", "num_heads", "ffn_dim", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name}={getattr(self, name)} must be positive.")
+        if self.head_dim is None and self.d_model % self.num_heads:
+            divisors = [h for h in range(1, min(self.d_model, 64) + 1) if self.d_model % h == 0]
+            raise ConfigError(
+                f"model.num_heads={self.num_heads} does not divide model.d_model={self.d_model}. "
+                f"Pick num_heads from {divisors}, change d_model, or set model.head_dim "
+                f"(attention width = num_heads * head_dim)."
+            )
+        if self.head_dim is not None and self.head_dim <= 0:
+            raise ConfigError(f"model.head_dim={self.head_dim} must be positive (or null to derive it).")
+        if self.encoder_layers < 1 or self.decoder_layers < 1:
+            raise ConfigError(
+                f"encoder/decoder layer counts must be >= 1, got "
+                f"{self.encoder_layers}/{self.decoder_layers}."
+            )
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name}={getattr(self, name)} must be in [0, 1).")
+        choices = {
+            "norm": ("pre", "post"),
+            "positions": ("sinusoidal", "learned"),
+            "activation": ("relu", "gelu"),
+            "dtype": ("float32", "bfloat16", "float16"),
+            "attention_impl": ("fast", "explicit"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"model.{name}={getattr(self, name)!r} is not one of {allowed}.")
+        return self
+
+    def defining_fields(self) -> dict:
+        """The fields that change the parameters' shapes or meaning (for checkpoint compatibility)."""
+        skip = {"dropout", "attention_dropout", "attention_impl", "remat", "head_mask", "dtype",
+                "num_layers", "num_encoder_layers", "num_decoder_layers", "head_dim"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        out.update(head_dim=self.resolved_head_dim, encoder_layers=self.encoder_layers,
+                   decoder_layers=self.decoder_layers)
+        return out

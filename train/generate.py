@@ -1,0 +1,57 @@
+"""Decode a split with the jitted (KV-cached) decoder and score it: shared by validation,
+`python -m train.evaluate` and `python -m train.translate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import datasets
+import jax
+import numpy as np
+
+from data.packing import decode_batches
+from data.pipeline import PreparedData
+from model.decoding import make_decode_fn
+from train.config import DecodeConfig
+from train.metrics import generation_scores
+
+# Source lengths are padded up to one of these, so decoding compiles once per bucket.
+DECODE_BUCKETS = [16, 32, 64, 128, 256, 512, 1024]
+
+
+class Generator:
+    def __init__(self, graphdef: Any, data: PreparedData, cfg: DecodeConfig, task: str,
+                 max_source_len: int, max_target_len: int):
+        self.data, self.cfg, self.task = data, cfg, task
+        self.buckets = [b for b in DECODE_BUCKETS if b < max_source_len] + [max_source_len]
+        self.max_len = max_target_len
+        self.decode_fn = make_decode_fn(graphdef, beam_size=cfg.beam_size, alpha=cfg.alpha,
+                                        max_len=self.max_len, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b)
+
+    def compiles(self) -> int:
+        size = getattr(self.decode_fn, "_cache_size", None)
+        return size() if size else -1
+
+    def decode_ids(self, params: Any, dataset: datasets.Dataset) -> list[list[int]]:
+        """Token ids of the hypotheses for the `src_ids` column, in the dataset's order."""
+        out: list[list[int]] = [[] for _ in range(len(dataset))]
+        for indices, src in decode_batches(dataset, self.cfg.batch_size, self.buckets):
+            tokens = np.asarray(jax.device_get(self.decode_fn(params, src)))
+            for row, index in enumerate(indices):
+                if index >= 0:
+                    out[index] = tokens[row].tolist()
+        return out
+
+    def translate(self, params: Any, dataset: datasets.Dataset) -> list[str]:
+        return self.data.tokenizer.decode_batch(self.decode_ids(params, dataset))
+
+    def score_split(self, params: Any, split: str, limit: Optional[int] = None,
+                    hyp_path: Optional[Path] = None) -> dict:
+        dataset = self.data.splits[split]
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        subset = dataset.select(range(n))
+        hyps = self.translate(params, subset)
+        if hyp_path is not None:
+            Path(hyp_path).write_text("".join(h + "\n" for h in hyps))
+        return generation_scores(self.task, hyps, subset["target"])

@@ -1,0 +1,58 @@
+"""The optimizer: optax AdamW with a warmup/decay schedule, clipping and gradient accumulation."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from train.config import OptimConfig
+
+
+def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Linear warmup to cfg.lr, then the configured decay."""
+    warmup = max(cfg.warmup_steps, 1)
+    if cfg.schedule == "inverse_sqrt":
+        # Vaswani et al.: lr * min(step / warmup, sqrt(warmup / step)).
+        def schedule(step):
+            step = jnp.maximum(step, 1).astype(jnp.float32)
+            return cfg.lr * jnp.minimum(step / warmup, jnp.sqrt(warmup / step))
+
+        return schedule
+    if cfg.schedule == "constant":
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, cfg.lr, warmup), optax.constant_schedule(cfg.lr)], [warmup]
+        )
+    if cfg.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, cfg.lr, warmup, max(total_steps, warmup + 1), end_value=cfg.lr * cfg.min_lr_ratio
+        )
+    # linear
+    return optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, cfg.lr, warmup),
+            optax.linear_schedule(cfg.lr, cfg.lr * cfg.min_lr_ratio, max(total_steps - warmup, 1)),
+        ],
+        [warmup],
+    )
+
+
+def _decay_mask(params):
+    """Weight decay on matrices only: biases, LayerNorm scales and gates are left alone."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW (decoupled weight decay), global-norm clipping first, optional accumulation."""
+    schedule = learning_rate_schedule(cfg, total_steps)
+    parts = []
+    if cfg.clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(cfg.clip_norm))
+    parts.append(
+        optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=_decay_mask)
+    )
+    tx = optax.chain(*parts)
+    if cfg.grad_accum > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum)
+    return tx, schedule

@@ -1,0 +1,201 @@
+"""The attention probe: attention weights of fixed validation pairs, drawn, measured and logged.
+
+At every validation (and at the end) the loop calls `AttentionProbe.run(step, params, loggers)`.
+A separate jitted forward (no gradient, no dropout, the explicit attention path that returns the
+weights) runs on K fixed validation pairs padded to fixed lengths, so it compiles once per run
+and the training step keeps its fast path. For every attention type and layer it writes
+
+    run_dir/attention/step_{N}/{encoder_self,decoder_self,cross}_layer{l}.png   heads of example 0
+    run_dir/attention/step_{N}/{type}_layer{l}.npz      float16 weights of all K examples + tokens
+    run_dir/attention/step_{N}/stats/{type}_{stat}.png  layer-by-head heatmap of each statistic
+
+and logs layer-level statistics (`attn/{type}/layer{l}/{stat}_{mean,min,max}`) and the images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from data.config import BOS_ID, EOS_ID, PAD_ID
+from train.attention_plots import head_grid_figure, render, stat_heatmap_figure
+from train.attention_stats import STATS, head_stats, layer_summary, stack_layers
+
+ATTENTION_TYPES = ("encoder_self", "decoder_self", "cross")
+READABLE_LEN = 24  # pairs up to this many tokens per side keep tick labels legible; preferred
+SCAN_LIMIT = 2000  # validation rows looked at when choosing the pairs (the first rows suffice)
+
+
+@dataclass(frozen=True)
+class ProbeBatch:
+    """K pairs padded to fixed lengths. src (K, S), tgt_in (K, T) int32: BOS + target without EOS."""
+
+    src: np.ndarray  # (K, S)
+    tgt_in: np.ndarray  # (K, T)
+    src_valid: np.ndarray  # (K, S) bool
+    tgt_valid: np.ndarray  # (K, T) bool
+    src_tokens: np.ndarray  # (K, S) str, "" at padding
+    tgt_tokens: np.ndarray  # (K, T) str
+
+
+def choose_examples(src_ids: list[list[int]], tgt_ids: list[list[int]], k: int,
+                    readable_len: int = READABLE_LEN) -> list[int]:
+    """Indices of K pairs: the first ones short enough to read, else the shortest.
+
+    Deterministic (depends only on the split), so every run and every step shows the same pairs.
+    """
+    lengths = np.array([max(len(s), len(t)) for s, t in zip(src_ids, tgt_ids)])
+    short = [i for i in np.flatnonzero(lengths <= readable_len)[:k]]
+    if len(short) < k:
+        rest = [i for i in np.argsort(lengths, kind="stable") if i not in set(short)]
+        short += rest[: k - len(short)]
+    return sorted(int(i) for i in short)
+
+
+def token_strings(tokenizer: Any, ids: list[int]) -> list[str]:
+    """Subword pieces for tick labels (`▁` marks a word start), via the HF tokenizer's id_to_token."""
+    hf = getattr(tokenizer, "tokenizer", tokenizer)
+    return [hf.id_to_token(int(i)) or f"<{int(i)}>" for i in ids]
+
+
+def make_batch(src_ids: list[list[int]], tgt_ids: list[list[int]], tokenizer: Any) -> ProbeBatch:
+    """Pad the chosen pairs to the longest of them; teacher forcing input = [BOS] + target[:-1]."""
+    tgt_in = [[BOS_ID] + list(t[:-1]) for t in tgt_ids]  # tgt_ids end in EOS: drop it, shift right
+    s_len, t_len = max(len(s) for s in src_ids), max(len(t) for t in tgt_in)
+
+    def pad(rows: list[list[int]], length: int) -> np.ndarray:
+        out = np.full((len(rows), length), PAD_ID, np.int32)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = row
+        return out
+
+    def tokens(rows: list[list[int]], length: int) -> np.ndarray:
+        return np.array([token_strings(tokenizer, r) + [""] * (length - len(r)) for r in rows], dtype=str)
+
+    src, tgt = pad(src_ids, s_len), pad(tgt_in, t_len)
+    return ProbeBatch(src, tgt, src != PAD_ID, tgt != PAD_ID, tokens(src_ids, s_len), tokens(tgt_in, t_len))
+
+
+def make_probe_fn(graphdef: nnx.GraphDef) -> Callable:
+    """Pure (params, src, tgt_in) -> {type: (L, B, H, Tq, Tk) float32}, for jax.jit."""
+
+    def probe(params: nnx.State, src: jax.Array, tgt_in: jax.Array) -> dict[str, jax.Array]:
+        model = nnx.merge(graphdef, params)
+        src_segments = (src != PAD_ID).astype(jnp.int32)  # one example per row
+        tgt_segments = (tgt_in != PAD_ID).astype(jnp.int32)
+        # dropout_key=None: deterministic; return_attention selects the explicit attention path.
+        _, weights = model(src, tgt_in, src_segments, tgt_segments, dropout_key=None,
+                           return_attention=True)
+        return {k: v.astype(jnp.float32) for k, v in weights.items()}
+
+    return probe
+
+
+def queries_and_keys(batch: ProbeBatch, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(query ids, key ids, query valid, key valid) for one attention type."""
+    if kind == "encoder_self":
+        return batch.src, batch.src, batch.src_valid, batch.src_valid
+    if kind == "decoder_self":
+        return batch.tgt_in, batch.tgt_in, batch.tgt_valid, batch.tgt_valid
+    return batch.tgt_in, batch.src, batch.tgt_valid, batch.src_valid
+
+
+def query_key_tokens(batch: ProbeBatch, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    if kind == "encoder_self":
+        return batch.src_tokens, batch.src_tokens
+    if kind == "decoder_self":
+        return batch.tgt_tokens, batch.tgt_tokens
+    return batch.tgt_tokens, batch.src_tokens
+
+
+def compute_stats(weights: dict[str, np.ndarray], batch: ProbeBatch) -> dict[str, dict[str, np.ndarray]]:
+    """{type: {stat: (L, H)}} over the real tokens of all K examples."""
+    out = {}
+    for kind in ATTENTION_TYPES:
+        q_ids, k_ids, q_valid, k_valid = queries_and_keys(batch, kind)
+        special = (k_ids == BOS_ID) | (k_ids == EOS_ID)  # (K, Tk)
+        per_layer = [head_stats(w, q_valid, k_valid, causal=kind == "decoder_self", cross=kind == "cross",
+                                special_keys=special)
+                     for w in weights[kind]]  # w: (K, H, Tq, Tk) per layer
+        out[kind] = stack_layers(per_layer)
+    return out
+
+
+class AttentionProbe:
+    """Fixed validation pairs + a jitted forward that returns every attention map."""
+
+    def __init__(self, graphdef: nnx.GraphDef, data: Any, cfg: Any, run_dir: Path,
+                 split: str = "validation"):
+        self.run_dir = Path(run_dir)
+        self.batch: Optional[ProbeBatch] = None
+        k = int(cfg.train.probe_examples)
+        ds = data.splits.get(split) if hasattr(data.splits, "get") else data.splits[split]
+        if k <= 0 or ds is None or len(ds) == 0:
+            return  # probe off: nothing to show
+        head = ds.select_columns(["src_ids", "tgt_ids"])[: min(len(ds), SCAN_LIMIT)]
+        chosen = choose_examples(head["src_ids"], head["tgt_ids"], k)
+        self.batch = make_batch([head["src_ids"][i] for i in chosen], [head["tgt_ids"][i] for i in chosen],
+                                data.tokenizer)
+        self.fn = jax.jit(make_probe_fn(graphdef))
+
+    @property
+    def enabled(self) -> bool:
+        return self.batch is not None
+
+    def weights(self, params: nnx.State) -> dict[str, np.ndarray]:
+        """{type: (L, K, H, Tq, Tk) float32} on the host."""
+        out = self.fn(params, self.batch.src, self.batch.tgt_in)
+        return {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+
+    def run(self, step: int, params: nnx.State, loggers: Any = None) -> dict[str, float]:
+        """Probe, save PNG + npz under run_dir/attention/step_{step}/, log stats and images."""
+        if not self.enabled:
+            return {}
+        weights = self.weights(params)
+        stats = compute_stats(weights, self.batch)
+        out_dir = self.run_dir / "attention" / f"step_{int(step)}"
+        images = self.save_maps(weights, out_dir, int(step))
+        images.update(self.save_stat_heatmaps(stats, out_dir / "stats", int(step)))
+        scalars: dict[str, float] = {}
+        for kind in ATTENTION_TYPES:
+            layers = [{name: stats[kind][name][layer] for name in STATS}
+                      for layer in range(stats[kind][STATS[0]].shape[0])]
+            scalars.update(layer_summary(layers, kind))
+        if loggers is not None:
+            loggers.scalars(step, scalars)
+            loggers.images(step, images)
+        return scalars
+
+    def save_maps(self, weights: dict[str, np.ndarray], out_dir: Path, step: int) -> dict[str, np.ndarray]:
+        """One PNG (example 0, cropped to its tokens) and one npz (all K) per type and layer."""
+        images = {}
+        for kind in ATTENTION_TYPES:
+            q_ids, k_ids, q_valid, k_valid = queries_and_keys(self.batch, kind)
+            q_tok, k_tok = query_key_tokens(self.batch, kind)
+            tq, tk = int(q_valid[0].sum()), int(k_valid[0].sum())
+            for layer, w in enumerate(weights[kind]):  # w: (K, H, Tq, Tk)
+                name = f"{kind}_layer{layer}"
+                out_dir.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(
+                    out_dir / f"{name}.npz", weights=w.astype(np.float16), query_ids=q_ids, key_ids=k_ids,
+                    query_tokens=q_tok, key_tokens=k_tok, query_valid=q_valid, key_valid=k_valid,
+                    step=np.int64(step))
+                fig = head_grid_figure(w[0, :, :tq, :tk], q_tok[0, :tq], k_tok[0, :tk],
+                                       f"{kind.replace('_', ' ')} attention, layer {layer}, step {step}")
+                images[f"attention/{kind}/layer{layer}"] = render(fig, out_dir / f"{name}.png")
+        return images
+
+    def save_stat_heatmaps(self, stats: dict[str, dict[str, np.ndarray]], out_dir: Path,
+                           step: int) -> dict[str, np.ndarray]:
+        images = {}
+        for kind in ATTENTION_TYPES:
+            for name in STATS:
+                fig = stat_heatmap_figure(stats[kind][name], f"{kind} {name}, step {step}", name)
+                images[f"attention_stats/{kind}/{name}"] = render(fig, out_dir / f"{kind}_{name}.png")
+        return images
