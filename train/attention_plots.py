@@ -35,11 +35,11 @@ def _fontsize(panel_inches: float, num_labels: int) -> float:
 
 
 def head_grid_figure(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str],
-                     title: str) -> Figure:
+                     title: str, query_label: str = "query", key_label: str = "key") -> Figure:
     """One panel per head, shared colour scale and one colour bar.
 
     weights: (H, T, S) for one example, already cropped to its real tokens;
-    query_tokens: T labels (rows); key_tokens: S labels (columns).
+    query_tokens: T labels (rows); key_tokens: S labels (columns); *_label: the axis names.
     """
     num_heads, t, s = weights.shape
     rows, cols = grid_shape(num_heads)
@@ -49,7 +49,7 @@ def head_grid_figure(weights: np.ndarray, query_tokens: Sequence[str], key_token
     side = min(4.0, (MAX_INCHES - 1.5) / cols, (MAX_INCHES - 1.5) / rows)  # first guess at a panel
     size = _fontsize(side, max(t, s))
     label_in = min(1.6, 0.15 + longest * size * 0.62 / 72)  # room for the rotated/left tick labels
-    left, bottom, top, right = label_in, label_in, 0.45, 1.0  # right: the colour bar
+    left, bottom, top, right = label_in + 0.25, label_in + 0.25, 0.45, 1.0  # + axis names; right: colour bar
     gap = 0.25  # between panels: the "head h" titles
     panel = min(4.0, (MAX_INCHES - left - right - gap * (cols - 1)) / cols,
                 (MAX_INCHES - bottom - top - gap * (rows - 1)) / rows)
@@ -72,6 +72,10 @@ def head_grid_figure(weights: np.ndarray, query_tokens: Sequence[str], key_token
                       rotation=90, fontsize=size)
         ax.set_yticks(range(t) if c == 0 else [], labels=list(query_tokens) if c == 0 else [], fontsize=size)
     fig.suptitle(title, fontsize=10, y=1 - 0.12 / height, va="top")
+    grid_mid_x = (left + (width - right)) / 2 / width
+    grid_mid_y = (bottom + (height - top)) / 2 / height
+    fig.text(grid_mid_x, 0.08 / height, key_label, ha="center", va="bottom", fontsize=9)
+    fig.text(0.08 / width, grid_mid_y, query_label, ha="left", va="center", rotation=90, fontsize=9)
     if image is not None:
         bar = fig.add_axes(((width - right + 0.2) / width, bottom / height, 0.15 / width,
                             (height - top - bottom) / height))
@@ -82,25 +86,29 @@ def head_grid_figure(weights: np.ndarray, query_tokens: Sequence[str], key_token
 def stat_heatmap_figure(values: np.ndarray, title: str, label: str) -> Figure:
     """A (L, H) statistic as a layer-by-head heatmap, values written in the cells when they fit."""
     layers, heads = values.shape
-    width = min(MAX_INCHES, 1.8 + 0.55 * heads)
-    height = min(MAX_INCHES, 1.3 + 0.45 * layers)
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    ax = fig.subplots()
-    masked = np.ma.masked_invalid(values)
-    image = ax.imshow(masked, cmap=CMAP, aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(heads), labels=[str(h) for h in range(heads)], fontsize=8)
-    ax.set_yticks(range(layers), labels=[str(layer) for layer in range(layers)], fontsize=8)
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_title(title, fontsize=10)
+    cell_w, cell_h = min(0.55, 8.0 / heads), min(0.45, 8.0 / layers)
+    plot_w, plot_h = max(2.6, heads * cell_w), max(1.0, layers * cell_h)  # room for the title
+    left, right, bottom, top = 0.6, 0.9, 0.5, 0.35  # inches: axis labels, colour bar, title
+    width, height = left + right + plot_w, bottom + top + plot_h
+    fig = Figure(figsize=(width, height), dpi=DPI)  # fixed margins: no layout engine to run
+    ax = fig.add_axes((left / width, bottom / height, plot_w / width, plot_h / height))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=CMAP, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(heads), labels=[str(h) for h in range(heads)], fontsize=7)
+    ax.set_yticks(range(layers), labels=[str(layer) for layer in range(layers)], fontsize=7)
+    ax.tick_params(length=0, pad=2)
+    ax.set_xlabel("head", fontsize=8, labelpad=2)
+    ax.set_ylabel("layer", fontsize=8, labelpad=2)
+    ax.set_title(title, fontsize=9, pad=4)
     if heads <= 16 and layers <= 12:
         lo, hi = (float(np.nanmin(values)), float(np.nanmax(values))) if np.isfinite(values).any() else (0, 1)
         for (i, j), v in np.ndenumerate(values):
             if np.isfinite(v):
                 dark = (v - lo) < 0.5 * (hi - lo)  # viridis is dark at the low end: white text there
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if dark else "black")
-    fig.colorbar(image, ax=ax, label=label)
+    bar = fig.add_axes(((width - right + 0.12) / width, bottom / height, 0.12 / width, plot_h / height))
+    fig.colorbar(image, cax=bar).ax.tick_params(labelsize=6)
+    bar.set_ylabel(label, fontsize=7)
     return fig
 
 

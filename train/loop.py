@@ -8,6 +8,7 @@ metric sums on device and the host reads them every `train.log_every` steps.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import time
@@ -15,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
+import datasets
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +44,12 @@ class StopRequested(Exception):
 
 class NonFiniteStop(Exception):
     """train.nonfinite=stop (or too many skips in a row) ended the run."""
+
+
+def quiet_library_logs() -> None:
+    """Hydra sets the root logger to INFO; Orbax and JAX then narrate every save and backend probe."""
+    for name in ("absl", "jax._src.xla_bridge", "orbax", "datasets"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def preflight(run_dir: Path) -> None:
@@ -82,11 +90,16 @@ class Trainer:
     def setup(self) -> None:
         cfg = self.cfg
         preflight(self.run_dir)
+        quiet_library_logs()
         enable_compilation_cache(cfg.train.compilation_cache)
+        datasets.disable_progress_bars()  # the run's own bar is the one to watch
         self.data: PreparedData = prepare(cfg.data, REPO_ROOT)
         for split, stats in self.data.stats.items():
-            print(f"data {split}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+            if isinstance(stats, dict):
+                print(f"data {split}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
 
+        # The run directory carries its own tokenizer, so evaluate/translate need nothing else.
+        self.data.tokenizer.save(self.run_dir / "tokenizer.json")
         model = Transformer(cfg.model, self.data.vocab_size, rngs=nnx.Rngs(params=cfg.seed))
         self.graphdef, params = nnx.split(model)
         self.num_params = int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
@@ -159,8 +172,9 @@ class Trainer:
         }
         self.checkpointer.save(step, {"state": self.state, "key": self.base_key}, meta, metric)
 
-    def read_and_reset_metrics(self, elapsed: float) -> dict[str, float]:
-        m = jax.device_get(self.state.metrics)
+    def read_and_reset_metrics(self, interval_start: float) -> dict[str, float]:
+        m = jax.device_get(self.state.metrics)  # waits for the steps dispatched so far
+        elapsed = time.time() - interval_start
         self.state = self.state.replace(metrics=jax.device_put(zero_metrics(), self.replicated))
         tokens, steps = max(m["tokens"], 1.0), max(m["steps"], 1.0)
         out = {
@@ -218,7 +232,7 @@ class Trainer:
                 self.state = self.train_step(self.state, next(batches), self.base_key)
                 bar.update(1)
                 if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
-                    logs = self.read_and_reset_metrics(time.time() - interval_start)
+                    logs = self.read_and_reset_metrics(interval_start)
                     if step > start_step + cfg.train.log_every:  # the first interval includes compiling
                         throughput.append(logs["train/tokens_per_s"])
                     self.loggers.scalars(step, logs)
@@ -287,7 +301,7 @@ class Trainer:
         summary.update({
             "train/tokens_per_s": float(np.median(throughput)) if throughput else None,
             "params": self.num_params,
-            "flops_per_token": self.flops["total"],
+            "flops_per_token": self.flops["per_token"],
             "steps": int(self.state.step),
             "wall_s": round(wall_s, 1),
             "compiles": {"train_step": self.train_step._cache_size(), "eval_step": self.eval_step._cache_size(),
@@ -310,7 +324,7 @@ def group_name(group: Optional[str], cfg: Config) -> Optional[str]:
 def run(cfg: Config, run_dir: Path, group: Optional[str] = None) -> dict:
     trainer = Trainer(cfg, run_dir, group)
     trainer.setup()
-    print(f"model: {trainer.num_params / 1e6:.2f}M parameters, {trainer.flops['total'] / 1e6:.1f} MFLOPs "
+    print(f"model: {trainer.num_params / 1e6:.2f}M parameters, {trainer.flops['per_token'] / 1e6:.1f} MFLOPs "
           f"per token; {trainer.train_batches.rows} rows x ({cfg.data.max_source_len}+{cfg.data.max_target_len}) "
           f"tokens per batch; devices: {trainer.mesh.size} x {jax.devices()[0].platform}")
     return trainer.fit()

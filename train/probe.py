@@ -28,6 +28,11 @@ from train.attention_plots import head_grid_figure, render, stat_heatmap_figure
 from train.attention_stats import STATS, head_stats, layer_summary, stack_layers
 
 ATTENTION_TYPES = ("encoder_self", "decoder_self", "cross")
+AXIS_NAMES = {  # (rows, columns) of each attention type's map
+    "encoder_self": ("source (query)", "source (key)"),
+    "decoder_self": ("target input (query)", "target input (key)"),
+    "cross": ("target input (query)", "source (key)"),
+}
 READABLE_LEN = 24  # pairs up to this many tokens per side keep tick labels legible; preferred
 SCAN_LIMIT = 2000  # validation rows looked at when choosing the pairs (the first rows suffice)
 
@@ -187,7 +192,8 @@ class AttentionProbe:
                     query_tokens=q_tok, key_tokens=k_tok, query_valid=q_valid, key_valid=k_valid,
                     step=np.int64(step))
                 fig = head_grid_figure(w[0, :, :tq, :tk], q_tok[0, :tq], k_tok[0, :tk],
-                                       f"{kind.replace('_', ' ')} attention, layer {layer}, step {step}")
+                                       f"{kind.replace('_', ' ')} attention, layer {layer}, step {step}",
+                                       *AXIS_NAMES[kind])
                 images[f"attention/{kind}/layer{layer}"] = render(fig, out_dir / f"{name}.png")
         return images
 

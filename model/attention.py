@@ -1,0 +1,160 @@
+"""Multi-head attention and the boolean masks it takes.
+
+Shapes: B batch, T queries, S keys, H heads, K head_dim, D d_model, W = H * K (attention width).
+Masks are boolean, True = may attend, broadcastable to (B, H, T, S); the helpers below return
+(B, 1, T, S) (or (1, 1, T, S)) so that they broadcast over heads. Combine them with `&`.
+
+Two code paths give the same outputs:
+  - fast: `jax.nn.dot_product_attention` (XLA today, cuDNN flash attention on GPU when JAX picks it);
+    used for training and decoding, whenever the weights are not wanted and attention dropout is off.
+  - explicit: einsum + float32 softmax; returns the weights (attention maps, head analysis) and
+    applies attention dropout.
+A query row with no key to attend to (a padding query) gets zero output in both paths, never NaN.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Finite stand-in for -inf: a fully masked row then softmaxes to finite values instead of NaN.
+_MASK_VALUE = -1e9
+
+
+def padding_mask(segments: jax.Array) -> jax.Array:
+    """Key padding mask from segment ids (0 = padding): (B, S) -> (B, 1, 1, S)."""
+    return (segments != 0)[:, None, None, :]
+
+
+def causal_mask(q_len: int, k_len: int | None = None) -> jax.Array:
+    """Query i may see keys j <= i: -> (1, 1, T, S)."""
+    k_len = q_len if k_len is None else k_len
+    return jnp.tril(jnp.ones((q_len, k_len), dtype=bool))[None, None]
+
+
+def segment_mask(q_segments: jax.Array, k_segments: jax.Array) -> jax.Array:
+    """Packed rows: attend only within the same segment id; segment 0 (padding) sees nothing.
+
+    (B, T), (B, S) -> (B, 1, T, S). Padding queries get fully masked rows.
+    """
+    same = q_segments[:, :, None] == k_segments[:, None, :]  # (B, T, S)
+    return (same & (k_segments != 0)[:, None, :])[:, None]
+
+
+def _xavier_uniform_per_projection(num: int) -> nnx.initializers.Initializer:
+    """Xavier-uniform for a fused kernel (D, num * W): each of the `num` projections is
+    initialised as if it were its own (D, W) matrix, like separate q/k/v Linears."""
+    per_projection = jax.nn.initializers.variance_scaling(
+        1.0, "fan_avg", "uniform", in_axis=0, out_axis=2, batch_axis=(1,))
+
+    def init(key, shape, dtype=jnp.float32):
+        d_in, d_out = shape
+        return per_projection(key, (d_in, num, d_out // num), dtype).reshape(shape)
+
+    return init
+
+
+class MultiHeadAttention(nnx.Module):
+    """Multi-head attention: q/k/v projections D -> W, per-head scaled dot product, W -> D.
+
+    Self-attention fuses q, k and v into one (D, 3W) projection (one matmul instead of three);
+    cross-attention has q (D, W) and a fused k/v (D, 2W), so that k/v of the encoder memory can be
+    computed once per source (`project_kv`) and reused at every decoding step.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, head_dim: int | None = None, *,
+                 self_attention: bool = True, dropout: float = 0.0, impl: str = "fast",
+                 dtype=jnp.float32, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.head_dim = head_dim if head_dim is not None else d_model // num_heads
+        self.self_attention = self_attention
+        self.impl = impl
+        self.dropout_rate = dropout
+        width = num_heads * self.head_dim
+
+        def linear(d_in: int, d_out: int, num: int = 1) -> nnx.Linear:
+            return nnx.Linear(d_in, d_out, dtype=dtype, rngs=rngs,
+                              kernel_init=_xavier_uniform_per_projection(num))
+
+        if self_attention:
+            self.qkv = linear(d_model, 3 * width, 3)
+        else:
+            self.q = linear(d_model, width)
+            self.kv = linear(d_model, 2 * width, 2)
+        self.out = linear(width, d_model)
+        self.dropout = nnx.Dropout(dropout)
+
+    def _heads(self, x: jax.Array, num: int) -> list[jax.Array]:
+        """(B, T, num * W) -> num arrays (B, T, H, K)."""
+        b, t, _ = x.shape
+        x = x.reshape(b, t, num, self.num_heads, self.head_dim)
+        return [x[:, :, i] for i in range(num)]
+
+    def project_kv(self, context: jax.Array) -> dict[str, jax.Array]:
+        """Keys and values of a cross-attention context: (B, S, D) -> {"k", "v"}: (B, S, H, K)."""
+        k, v = self._heads(self.kv(context), 2)
+        return {"k": k, "v": v}
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None, context: jax.Array | None = None, *,
+                 kv: dict[str, jax.Array] | None = None, dropout_key: jax.Array | None = None,
+                 head_gates: jax.Array | None = None, return_weights: bool = False):
+        """Attend from x (B, T, D) to itself, or to `context` (B, S, D) / precomputed `kv`.
+
+        mask: boolean, broadcastable to (B, H, T, S). head_gates: (H,) multiplies each head's
+        output before the output projection (0 removes the head; differentiable).
+        Returns (B, T, D), or ((B, T, D), weights (B, H, T, S) float32) when return_weights.
+        """
+        if self.self_attention:
+            q, k, v = self._heads(self.qkv(x), 3)  # each (B, T, H, K)
+        else:
+            (q,) = self._heads(self.q(x), 1)
+            kv = self.project_kv(context) if kv is None else kv
+            k, v = kv["k"], kv["v"]  # (B, S, H, K)
+        return self._attend(q, k, v, mask, dropout_key, head_gates, return_weights)
+
+    def decode_step(self, x: jax.Array, cache: dict[str, jax.Array], position: jax.Array, *,
+                    head_gates: jax.Array | None = None):
+        """One step of cached causal self-attention.
+
+        x: (B, 1, D) the new token; cache: {"k", "v"} (B, L, H, K) for slots < position;
+        position: (B,) int, the slot to write. Returns ((B, 1, D), new cache).
+        """
+        q, k, v = self._heads(self.qkv(x), 3)  # each (B, 1, H, K)
+        rows = jnp.arange(x.shape[0])
+        cache = {"k": cache["k"].at[rows, position].set(k[:, 0].astype(cache["k"].dtype)),
+                 "v": cache["v"].at[rows, position].set(v[:, 0].astype(cache["v"].dtype))}
+        slots = jnp.arange(cache["k"].shape[1])
+        mask = (slots[None, :] <= position[:, None])[:, None, None, :]  # (B, 1, 1, L)
+        out = self._attend(q, cache["k"], cache["v"], mask, None, head_gates, False)
+        return out, cache
+
+    def _attend(self, q, k, v, mask, dropout_key, head_gates, return_weights):
+        dropout_on = dropout_key is not None and self.dropout_rate > 0.0
+        if return_weights or dropout_on or self.impl == "explicit":
+            out, weights = self._explicit(q, k, v, mask, dropout_key)  # (B, T, H, K)
+        else:
+            out, weights = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None), None
+            if mask is not None:
+                # Rows with no visible key: XLA gives the mean of v; zero them to match the
+                # explicit path (their result is never used, but both paths should agree).
+                has_key = jnp.any(mask, axis=-1)  # (B or 1, H or 1, T)
+                out = out * jnp.swapaxes(has_key, 1, 2)[..., None].astype(out.dtype)
+        if head_gates is not None:
+            out = out * head_gates.astype(out.dtype)[None, None, :, None]
+        b, t = out.shape[:2]
+        out = self.out(out.reshape(b, t, -1))  # (B, T, D)
+        return (out, weights) if return_weights else out
+
+    def _explicit(self, q, k, v, mask, dropout_key):
+        scale = self.head_dim ** -0.5
+        logits = jnp.einsum("bthk,bshk->bhts", q, k,
+                            preferred_element_type=jnp.float32) * scale  # (B, H, T, S)
+        if mask is not None:
+            logits = jnp.where(mask, logits, _MASK_VALUE)
+        weights = jax.nn.softmax(logits, axis=-1)
+        if mask is not None:
+            weights = jnp.where(mask, weights, 0.0)  # fully masked rows -> all zero, not uniform
+        dropped = self.dropout(weights, rngs=dropout_key, deterministic=dropout_key is None)
+        out = jnp.einsum("bhts,bshk->bthk", dropped.astype(v.dtype), v)  # (B, T, H, K)
+        return out, weights

@@ -1,0 +1,179 @@
+"""Transformer building blocks: embeddings, positions, feed-forward, encoder and decoder layers.
+
+Dropout randomness comes only from the `dropout_key` argument (None = deterministic); a layer
+derives one key per dropout site with `jax.random.fold_in`, so nothing random lives in a module.
+Residual stream stays float32; Linear layers compute in `dtype` (bf16 option).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from model.attention import MultiHeadAttention
+from model.config import ModelConfig
+
+_xavier = nnx.initializers.xavier_uniform()
+
+
+def _site_key(key: jax.Array | None, site: int) -> jax.Array | None:
+    """A distinct key per dropout site, or None when deterministic."""
+    return None if key is None else jax.random.fold_in(key, site)
+
+
+class TokenEmbedding(nnx.Module):
+    """Token lookup scaled by sqrt(d_model) (Vaswani et al.); `attend` is the tied output layer."""
+
+    def __init__(self, vocab_size: int, d_model: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        # std d_model**-0.5 so that the scaled embeddings have unit variance.
+        self.embedding = nnx.Param(
+            nnx.initializers.normal(d_model ** -0.5)(rngs.params(), (vocab_size, d_model)))
+        self.scale = math.sqrt(d_model)
+        self.dtype = dtype
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return self.embedding[...][tokens] * self.scale  # (B, T, D) float32
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """Logits against the embedding matrix: (B, T, D) -> (B, T, V) float32."""
+        table = self.embedding[...].astype(self.dtype)
+        return jnp.einsum("btd,vd->btv", x.astype(self.dtype), table,
+                          preferred_element_type=jnp.float32)
+
+
+class SinusoidalPositions(nnx.Module):
+    """Fixed sin/cos encodings (Vaswani et al.; sin and cos halves concatenated, as in
+    tensor2tensor/fairseq). Computed from explicit positions since packed rows restart them."""
+
+    def __init__(self, d_model: int):
+        self.d_model = d_model
+
+    def __call__(self, positions: jax.Array) -> jax.Array:
+        half = self.d_model // 2
+        # Frequencies 1 / 10000^(i / (half - 1)), i = 0..half-1 (t2t's geometric spacing).
+        inv_freq = jnp.exp(-math.log(10000.0) * jnp.arange(half) / max(half - 1, 1))
+        angles = positions[..., None].astype(jnp.float32) * inv_freq  # (B, T, D/2)
+        enc = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+        if self.d_model % 2:  # odd d_model: one zero column
+            enc = jnp.pad(enc, [(0, 0)] * (enc.ndim - 1) + [(0, 1)])
+        return enc  # (B, T, D)
+
+
+class LearnedPositions(nnx.Module):
+    """A learned vector per position 0..max_len-1."""
+
+    def __init__(self, max_len: int, d_model: int, *, rngs: nnx.Rngs):
+        self.embedding = nnx.Param(
+            nnx.initializers.normal(d_model ** -0.5)(rngs.params(), (max_len, d_model)))
+
+    def __call__(self, positions: jax.Array) -> jax.Array:
+        return self.embedding[...][positions]  # (B, T, D)
+
+
+class FeedForward(nnx.Module):
+    """Position-wise D -> F -> D with ReLU or GELU."""
+
+    def __init__(self, d_model: int, ffn_dim: int, activation: str = "relu", *, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.up = nnx.Linear(d_model, ffn_dim, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+        self.down = nnx.Linear(ffn_dim, d_model, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+        self.activation = jax.nn.relu if activation == "relu" else jax.nn.gelu
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down(self.activation(self.up(x)))  # (B, T, D)
+
+
+class _Sublayers(nnx.Module):
+    """Residual wiring shared by encoder and decoder layers.
+
+    pre-LN:  x + dropout(f(norm(x)))   (stable without warmup tricks; needs a final norm)
+    post-LN: norm(x + dropout(f(x)))   (Vaswani et al.)
+    """
+
+    def _init_common(self, cfg: ModelConfig, num_norms: int, rngs: nnx.Rngs):
+        self.pre_norm = cfg.norm == "pre"
+        self.norms = nnx.List([nnx.LayerNorm(cfg.d_model, epsilon=1e-5, rngs=rngs)
+                               for _ in range(num_norms)])
+        self.dropout = nnx.Dropout(cfg.dropout)
+
+    def _input(self, x: jax.Array, i: int) -> jax.Array:
+        return self.norms[i](x) if self.pre_norm else x
+
+    def _residual(self, x: jax.Array, y: jax.Array, i: int, key: jax.Array | None) -> jax.Array:
+        y = self.dropout(y, rngs=key, deterministic=key is None).astype(x.dtype)
+        return x + y if self.pre_norm else self.norms[i](x + y)
+
+
+class EncoderLayer(_Sublayers):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+        self.self_attn = MultiHeadAttention(
+            cfg.d_model, cfg.num_heads, cfg.head_dim, self_attention=True,
+            dropout=cfg.attention_dropout, impl=cfg.attention_impl, dtype=dtype, rngs=rngs)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, dtype=dtype, rngs=rngs)
+        self._init_common(cfg, 2, rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array, *, dropout_key: jax.Array | None = None,
+                 head_gates: jax.Array | None = None, return_attention: bool = False):
+        """x: (B, S, D), mask: (B, 1, S, S). Returns (B, S, D) [, weights (B, H, S, S)]."""
+        h = self.self_attn(self._input(x, 0), mask, dropout_key=_site_key(dropout_key, 0),
+                           head_gates=head_gates, return_weights=return_attention)
+        h, weights = h if return_attention else (h, None)
+        x = self._residual(x, h, 0, _site_key(dropout_key, 1))
+        x = self._residual(x, self.ffn(self._input(x, 1)), 1, _site_key(dropout_key, 2))
+        return (x, weights) if return_attention else x
+
+
+class DecoderLayer(_Sublayers):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+
+        def attention(self_attention: bool) -> MultiHeadAttention:
+            return MultiHeadAttention(
+                cfg.d_model, cfg.num_heads, cfg.head_dim, self_attention=self_attention,
+                dropout=cfg.attention_dropout, impl=cfg.attention_impl, dtype=dtype, rngs=rngs)
+
+        self.self_attn = attention(True)
+        self.cross_attn = attention(False)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, dtype=dtype, rngs=rngs)
+        self._init_common(cfg, 3, rngs)
+
+    def __call__(self, x: jax.Array, memory: jax.Array, self_mask: jax.Array,
+                 cross_mask: jax.Array, *, dropout_key: jax.Array | None = None,
+                 head_gates: dict | None = None, return_attention: bool = False):
+        """x: (B, T, D), memory: (B, S, D), masks (B, 1, T, T) and (B, 1, T, S).
+
+        head_gates: {"self": (H,), "cross": (H,)} or None. Returns (B, T, D)
+        [, (self weights (B, H, T, T), cross weights (B, H, T, S))].
+        """
+        gates = head_gates or {}
+        h = self.self_attn(self._input(x, 0), self_mask, dropout_key=_site_key(dropout_key, 0),
+                           head_gates=gates.get("self"), return_weights=return_attention)
+        h, self_w = h if return_attention else (h, None)
+        x = self._residual(x, h, 0, _site_key(dropout_key, 1))
+        h = self.cross_attn(self._input(x, 1), cross_mask, memory,
+                            dropout_key=_site_key(dropout_key, 2), head_gates=gates.get("cross"),
+                            return_weights=return_attention)
+        h, cross_w = h if return_attention else (h, None)
+        x = self._residual(x, h, 1, _site_key(dropout_key, 3))
+        x = self._residual(x, self.ffn(self._input(x, 2)), 2, _site_key(dropout_key, 4))
+        return (x, (self_w, cross_w)) if return_attention else x
+
+    def decode_step(self, x: jax.Array, cache: dict, position: jax.Array, cross_kv: dict,
+                    cross_mask: jax.Array, *, head_gates: dict | None = None):
+        """Incremental version of __call__ for one new token (no dropout).
+
+        x: (B, 1, D); cache: {"k", "v"} (B, L, H, K); position: (B,); cross_kv: {"k", "v"}
+        (B, S, H, K); cross_mask: (B, 1, 1, S). Returns ((B, 1, D), new cache).
+        """
+        gates = head_gates or {}
+        h, cache = self.self_attn.decode_step(self._input(x, 0), cache, position,
+                                              head_gates=gates.get("self"))
+        x = self._residual(x, h, 0, None)
+        h = self.cross_attn(self._input(x, 1), cross_mask, kv=cross_kv, head_gates=gates.get("cross"))
+        x = self._residual(x, h, 1, None)
+        x = self._residual(x, self.ffn(self._input(x, 2)), 2, None)
+        return x, cache

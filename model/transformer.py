@@ -1,0 +1,203 @@
+"""The encoder-decoder Transformer (Vaswani et al. 2017), with packing and incremental decoding.
+
+Shapes: B batch, S source length, T target length, D d_model, V vocab, L layers, H heads.
+
+Packed rows: segment ids 1, 2, 3, ... mark the examples of a row, 0 marks padding; positions
+restart at 0 in each segment. Without segments, they are derived as `tokens != pad_id`; without
+positions, each row counts 0, 1, 2, ...
+
+Randomness: `dropout_key=None` is deterministic (eval); otherwise every dropout mask is derived
+from that key with `jax.random.fold_in` (site -> layer -> sublayer), nothing is stored in the module.
+
+Head gates: {"encoder_self": (Le, H), "decoder_self": (Ld, H), "cross": (Ld, H)}, any subset;
+each gate multiplies one head's output (1 = on, 0 = removed). Defaults to cfg.head_mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from model.attention import causal_mask, padding_mask, segment_mask
+from model.config import ModelConfig
+from model.layers import (DecoderLayer, EncoderLayer, LearnedPositions, SinusoidalPositions,
+                          TokenEmbedding, _site_key)
+
+GATE_KEYS = ("encoder_self", "decoder_self", "cross")
+
+
+class Transformer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, *, rngs: nnx.Rngs, pad_id: int = 0):
+        cfg.validate()
+        # Static attributes end up in the graphdef, which must stay hashable (jit caches on it):
+        # keep cfg.head_mask (nested lists) as nested tuples in `default_gates` instead.
+        self.default_gates = (None if cfg.head_mask is None else tuple(
+            (name, tuple(tuple(float(g) for g in row) for row in rows))
+            for name, rows in dict(cfg.head_mask).items()))
+        self.cfg = dataclasses.replace(cfg, head_mask=None)
+        self.vocab_size = vocab_size
+        self.pad_id = pad_id
+        self.dtype = jnp.dtype(cfg.dtype)
+
+        # One embedding for source and target (joint vocabulary).
+        self.embed = TokenEmbedding(vocab_size, cfg.d_model, dtype=self.dtype, rngs=rngs)
+        if cfg.positions == "learned":
+            self.positions = LearnedPositions(cfg.max_len, cfg.d_model, rngs=rngs)
+        else:
+            self.positions = SinusoidalPositions(cfg.d_model)
+        self.dropout = nnx.Dropout(cfg.dropout)
+        self.encoder_layers = nnx.List([EncoderLayer(cfg, rngs=rngs)
+                                        for _ in range(cfg.encoder_layers)])
+        self.decoder_layers = nnx.List([DecoderLayer(cfg, rngs=rngs)
+                                        for _ in range(cfg.decoder_layers)])
+        if cfg.norm == "pre":  # pre-LN leaves the residual stream unnormalised: normalise once at the end
+            self.encoder_norm = nnx.LayerNorm(cfg.d_model, epsilon=1e-5, rngs=rngs)
+            self.decoder_norm = nnx.LayerNorm(cfg.d_model, epsilon=1e-5, rngs=rngs)
+        if not cfg.tie_embeddings:
+            self.output = nnx.Linear(cfg.d_model, vocab_size, dtype=self.dtype,
+                                     preferred_element_type=jnp.float32,
+                                     kernel_init=nnx.initializers.xavier_uniform(), rngs=rngs)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _segments(self, tokens: jax.Array, segments: jax.Array | None) -> jax.Array:
+        return (tokens != self.pad_id).astype(jnp.int32) if segments is None else segments
+
+    @staticmethod
+    def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
+        if positions is not None:
+            return positions
+        return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+
+    def _gates(self, head_gates: dict | None) -> dict:
+        gates = head_gates
+        if gates is None and self.default_gates is not None:
+            gates = dict(self.default_gates)
+        return {k: jnp.asarray(v, jnp.float32) for k, v in (gates or {}).items()}
+
+    def _embed(self, tokens: jax.Array, positions: jax.Array, key: jax.Array | None) -> jax.Array:
+        x = self.embed(tokens) + self.positions(positions)  # (B, T, D) float32
+        return self.dropout(x, rngs=key, deterministic=key is None)
+
+    def _logits(self, x: jax.Array) -> jax.Array:
+        if self.cfg.tie_embeddings:
+            return self.embed.attend(x)  # (B, T, V) float32
+        return self.output(x).astype(jnp.float32)
+
+    def _apply(self, layer: nnx.Module, args: tuple, key, gates, return_attention: bool):
+        """Call a layer, through nnx.remat when cfg.remat (recompute activations in backward)."""
+        def run(layer, args, key, gates):
+            return layer(*args, dropout_key=key, head_gates=gates, return_attention=return_attention)
+        if self.cfg.remat:
+            run = nnx.remat(run)
+        return run(layer, args, key, gates)
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def encode(self, src: jax.Array, src_segments: jax.Array | None = None,
+               src_positions: jax.Array | None = None, *, dropout_key: jax.Array | None = None,
+               head_gates: dict | None = None, return_attention: bool = False):
+        """src: (B, S) int -> memory (B, S, D) [, {"encoder_self": (L, B, H, S, S)}]."""
+        src_segments = self._segments(src, src_segments)
+        mask = segment_mask(src_segments, src_segments)  # (B, 1, S, S)
+        gates = self._gates(head_gates).get("encoder_self")
+        x = self._embed(src, self._positions(src, src_positions), _site_key(dropout_key, 0))
+        weights = []
+        for i, layer in enumerate(self.encoder_layers):
+            out = self._apply(layer, (x, mask), _site_key(dropout_key, i + 1),
+                              None if gates is None else gates[i], return_attention)
+            x, w = out if return_attention else (out, None)
+            weights.append(w)
+        if self.cfg.norm == "pre":
+            x = self.encoder_norm(x)
+        if return_attention:
+            return x, {"encoder_self": jnp.stack(weights)}
+        return x
+
+    def decode(self, tgt_in: jax.Array, memory: jax.Array, src_segments: jax.Array | None,
+               tgt_segments: jax.Array | None = None, tgt_positions: jax.Array | None = None, *,
+               dropout_key: jax.Array | None = None, head_gates: dict | None = None,
+               return_attention: bool = False):
+        """tgt_in: (B, T) int (BOS-shifted), memory: (B, S, D), src_segments: (B, S)
+        -> logits (B, T, V) float32 [, {"decoder_self": (L, B, H, T, T), "cross": (L, B, H, T, S)}].
+        """
+        if src_segments is None:
+            src_segments = jnp.ones(memory.shape[:2], jnp.int32)
+        tgt_segments = self._segments(tgt_in, tgt_segments)
+        self_mask = segment_mask(tgt_segments, tgt_segments) & causal_mask(tgt_in.shape[1])
+        cross_mask = segment_mask(tgt_segments, src_segments)  # (B, 1, T, S)
+        gates = self._gates(head_gates)
+        x = self._embed(tgt_in, self._positions(tgt_in, tgt_positions), _site_key(dropout_key, 0))
+        self_w, cross_w = [], []
+        for i, layer in enumerate(self.decoder_layers):
+            layer_gates = {"self": gates["decoder_self"][i] if "decoder_self" in gates else None,
+                           "cross": gates["cross"][i] if "cross" in gates else None}
+            out = self._apply(layer, (x, memory, self_mask, cross_mask),
+                              _site_key(dropout_key, i + 1), layer_gates, return_attention)
+            x, (sw, cw) = out if return_attention else (out, (None, None))
+            self_w.append(sw)
+            cross_w.append(cw)
+        if self.cfg.norm == "pre":
+            x = self.decoder_norm(x)
+        logits = self._logits(x)
+        if return_attention:
+            return logits, {"decoder_self": jnp.stack(self_w), "cross": jnp.stack(cross_w)}
+        return logits
+
+    def __call__(self, src: jax.Array, tgt_in: jax.Array, src_segments: jax.Array | None = None,
+                 tgt_segments: jax.Array | None = None, src_positions: jax.Array | None = None,
+                 tgt_positions: jax.Array | None = None, *, dropout_key: jax.Array | None = None,
+                 head_gates: dict | None = None, return_attention: bool = False):
+        """(B, S), (B, T) -> logits (B, T, V) float32 [, attention dict with keys
+        encoder_self (Le, B, H, S, S), decoder_self (Ld, B, H, T, T), cross (Ld, B, H, T, S)]."""
+        src_segments = self._segments(src, src_segments)
+        enc = self.encode(src, src_segments, src_positions,
+                          dropout_key=_site_key(dropout_key, 0), head_gates=head_gates,
+                          return_attention=return_attention)
+        memory, attn = enc if return_attention else (enc, {})
+        dec = self.decode(tgt_in, memory, src_segments, tgt_segments, tgt_positions,
+                          dropout_key=_site_key(dropout_key, 1), head_gates=head_gates,
+                          return_attention=return_attention)
+        if return_attention:
+            logits, dec_attn = dec
+            return logits, {**attn, **dec_attn}
+        return dec
+
+    # ---- incremental decoding -------------------------------------------------------------
+    # The cache is explicit: a list with one {"k", "v"} dict per decoder layer, each
+    # (B, max_len, H, head_dim) in the compute dtype; slot i holds the token at position i.
+
+    def init_cache(self, batch_size: int, max_len: int) -> list[dict[str, jax.Array]]:
+        shape = (batch_size, max_len, self.cfg.num_heads, self.cfg.resolved_head_dim)
+        return [{"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)}
+                for _ in self.decoder_layers]
+
+    def precompute_cross(self, memory: jax.Array) -> list[dict[str, jax.Array]]:
+        """Cross-attention keys/values per decoder layer, once per source: {"k", "v"} (B, S, H, K)."""
+        return [layer.cross_attn.project_kv(memory) for layer in self.decoder_layers]
+
+    def decode_step(self, token: jax.Array, position: jax.Array | int, cache: list,
+                    cross_kv: list, src_segments: jax.Array, *, head_gates: dict | None = None):
+        """Feed one target token per row: token (B,) at position (scalar or (B,)).
+
+        Returns (logits (B, V) float32, new cache). Deterministic (no dropout). The target is one
+        sequence per row: it attends to every non-padding source token (src_segments != 0).
+        """
+        b = token.shape[0]
+        position = jnp.broadcast_to(jnp.asarray(position, jnp.int32), (b,))
+        x = self._embed(token[:, None], position[:, None], None)  # (B, 1, D)
+        cross_mask = padding_mask(src_segments)  # (B, 1, 1, S)
+        gates = self._gates(head_gates)
+        new_cache = []
+        for i, layer in enumerate(self.decoder_layers):
+            layer_gates = {"self": gates["decoder_self"][i] if "decoder_self" in gates else None,
+                           "cross": gates["cross"][i] if "cross" in gates else None}
+            x, layer_cache = layer.decode_step(x, cache[i], position, cross_kv[i], cross_mask,
+                                               head_gates=layer_gates)
+            new_cache.append(layer_cache)
+        if self.cfg.norm == "pre":
+            x = self.decoder_norm(x)
+        return self._logits(x)[:, 0], new_cache

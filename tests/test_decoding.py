@@ -1,0 +1,137 @@
+"""Incremental decoding, greedy and beam search.
+
+A random-init model rarely says EOS, so the output bias of EOS is raised: hypotheses then end
+at different steps, some by EOS and some by their length limit, which exercises both.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from model.config import ModelConfig
+from model.decoding import (beam_search, greedy_decode, length_penalty, make_decode_fn,
+                            sequence_log_prob)
+from model.transformer import Transformer
+
+V, PAD, BOS, EOS = 50, 0, 1, 2
+MAX_LEN, A, B = 12, 1.0, 2  # limits: src_len + 2
+CFG = ModelConfig(d_model=32, num_heads=2, ffn_dim=64, num_layers=2, dropout=0.1,
+                  tie_embeddings=False, max_len=32)
+SRC_LENS = [3, 8, 5, 6, 4]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = Transformer(CFG, V, rngs=nnx.Rngs(1))
+    model.output.bias[...] = model.output.bias[...].at[EOS].set(1.0)
+    rng = np.random.default_rng(0)
+    src = np.zeros((len(SRC_LENS), max(SRC_LENS)), np.int32)
+    for i, n in enumerate(SRC_LENS):
+        src[i, :n - 1] = rng.integers(4, V, n - 1)
+        src[i, n - 1] = EOS
+    graphdef, state = nnx.split(model)
+    return graphdef, state, jnp.asarray(src)
+
+
+def jit_with_model(graphdef, fn, **static):
+    """jax.jit a fn(model, *args) over (state, *args), merging inside (as the train loop does).
+    Tests compile many small programs and run each once: trade code quality for compile time."""
+    return jax.jit(lambda state, *args: fn(nnx.merge(graphdef, state), *args, **static),
+                   compiler_options={"xla_backend_optimization_level": 0})
+
+
+@pytest.fixture(scope="module")
+def greedy(setup):
+    graphdef, state, src = setup
+    decode = make_decode_fn(graphdef, beam_size=1, alpha=0.6, max_len=MAX_LEN, max_len_a=A,
+                            max_len_b=B)
+    return np.asarray(decode(state, src))
+
+
+@pytest.fixture(scope="module")
+def log_prob(setup):
+    graphdef, state, src = setup
+    score = jit_with_model(graphdef, sequence_log_prob)
+    return lambda tokens: np.asarray(score(state, src, jnp.asarray(tokens)))
+
+
+def test_incremental_decoding_equals_full_forward(setup):
+    graphdef, state, src = setup
+
+    def both(model, src, tgt_in):
+        src_seg = (src != PAD).astype(jnp.int32)
+        memory = model.encode(src, src_seg)
+        full = model.decode(tgt_in, memory, src_seg)  # (B, T, V)
+        cross_kv = model.precompute_cross(memory)
+
+        def step(cache, t):
+            logits, cache = model.decode_step(tgt_in[:, t], t, cache, cross_kv, src_seg)
+            return cache, logits
+        _, steps = jax.lax.scan(step, model.init_cache(src.shape[0], MAX_LEN),
+                                jnp.arange(tgt_in.shape[1]))
+        return full, jnp.swapaxes(steps, 0, 1)  # (B, T, V) each
+
+    tgt_in = jnp.asarray(np.random.default_rng(1).integers(3, V, (src.shape[0], MAX_LEN)))
+    tgt_in = tgt_in.at[:, 0].set(BOS)
+    full, incremental = jit_with_model(graphdef, both)(state, src, tgt_in)
+    np.testing.assert_allclose(incremental, full, atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_cached_equals_uncached(setup, greedy):
+    graphdef, state, src = setup
+    uncached = jit_with_model(graphdef, greedy_decode, max_len=MAX_LEN, max_len_a=A,
+                              max_len_b=B, use_cache=False)(state, src)
+    np.testing.assert_array_equal(uncached, greedy)
+
+
+def test_output_format_and_length_limits(greedy):
+    assert greedy.shape == (len(SRC_LENS), MAX_LEN) and greedy.dtype == np.int32
+    ended_by_eos = 0
+    for row, n in zip(greedy, SRC_LENS):
+        limit = min(int(A * n + B), MAX_LEN)
+        length = int(np.sum(row != PAD))
+        assert np.all(row[:length] != PAD) and np.all(row[length:] == PAD)
+        assert length <= limit
+        assert BOS not in row
+        if EOS in row:
+            assert list(row).index(EOS) == length - 1  # EOS kept, pad after it
+            ended_by_eos += 1
+        else:
+            assert length == limit  # truncated by its limit
+    assert 0 < ended_by_eos < len(SRC_LENS)  # both ways of ending are exercised
+
+
+@pytest.fixture(scope="module")
+def beam(setup):
+    """beam_search jitted once per beam size; alpha is traced, so both alphas share a compile."""
+    graphdef, state, src = setup
+
+    def run(beam_size, alpha):
+        fn = jit_with_model(
+            graphdef, lambda m, s, a: beam_search(m, s, beam_size=beam_size, alpha=a,
+                                                  max_len=MAX_LEN, max_len_a=A, max_len_b=B))
+        tokens, scores = fn(state, src, jnp.float32(alpha))
+        return np.asarray(tokens), np.asarray(scores)
+    return run
+
+
+def test_beam_one_is_greedy(beam, greedy, log_prob):
+    tokens, scores = beam(1, 0.0)
+    np.testing.assert_array_equal(tokens, greedy)
+    np.testing.assert_allclose(scores, log_prob(greedy), atol=1e-4)
+
+
+def test_beam_four_beats_greedy(setup, beam, greedy, log_prob):
+    tokens, scores = beam(4, 0.0)
+    np.testing.assert_allclose(scores, log_prob(tokens), atol=1e-4)  # alpha 0: score = log-prob
+    assert np.all(log_prob(tokens) >= log_prob(greedy) - 1e-5)
+    assert np.any(log_prob(tokens) > log_prob(greedy) + 1e-3)  # the beam found something better
+    # With the length penalty the score is log-prob / ((5 + len) / 6) ** alpha.
+    tokens, scores = beam(4, 0.6)
+    lengths = np.sum(tokens != PAD, axis=1)
+    np.testing.assert_allclose(scores, log_prob(tokens) / length_penalty(lengths, 0.6),
+                               atol=1e-4)
+    limits = np.minimum(A * np.array(SRC_LENS) + B, MAX_LEN)
+    assert np.all(lengths <= limits)
