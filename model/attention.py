@@ -5,8 +5,8 @@ Masks are boolean, True = may attend, broadcastable to (B, H, T, S); the helpers
 (B, 1, T, S) (or (1, 1, T, S)) so that they broadcast over heads. Combine them with `&`.
 
 Two code paths give the same outputs:
-  - fast: `jax.nn.dot_product_attention` (XLA today, cuDNN flash attention on GPU when JAX picks it);
-    used for training and decoding, whenever the weights are not wanted and attention dropout is off.
+  - fast: `jax.nn.dot_product_attention` (XLA today; cuDNN flash attention on GPU once JAX picks
+    it by itself); used whenever the weights are not wanted and attention dropout is off.
   - explicit: einsum + float32 softmax; returns the weights (attention maps, head analysis) and
     applies attention dropout.
 A query row with no key to attend to (a padding query) gets zero output in both paths, never NaN.
@@ -134,7 +134,8 @@ class MultiHeadAttention(nnx.Module):
         if return_weights or dropout_on or self.impl == "explicit":
             out, weights = self._explicit(q, k, v, mask, dropout_key)  # (B, T, H, K)
         else:
-            out, weights = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None), None
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None)
+            weights = None
             if mask is not None:
                 # Rows with no visible key: XLA gives the mean of v; zero them to match the
                 # explicit path (their result is never used, but both paths should agree).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 
 class ConfigError(ValueError):
@@ -37,7 +37,11 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; parameters and loss stay float32
     attention_impl: str = "fast"  # "fast": jax.nn.dot_product_attention; "explicit": einsum + softmax
     remat: bool = False  # recompute layer activations in the backward pass to save memory
-    head_mask: Optional[list] = None  # per-layer head gates {"encoder_self": [[...]], ...}; None = all on
+    # Per-layer head gates, any subset of {"encoder_self": (Le, H), "decoder_self": (Ld, H),
+    # "cross": (Ld, H)} as nested lists; None = all on. Typed Any, not Optional[dict]: OmegaConf
+    # cannot merge a dict override into a typed None (or struct-mode empty) dict node, and the
+    # override `model.head_mask={cross:[[1,0,1,1],[1,1,1,1]]}` must compose. validate() checks it.
+    head_mask: Any = None
 
     @property
     def resolved_head_dim(self) -> int:
@@ -87,7 +91,28 @@ class ModelConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name}={getattr(self, name)!r} is not one of {allowed}.")
+        self._validate_head_mask()
         return self
+
+    def _validate_head_mask(self) -> None:
+        """Gate shapes must match the layers and heads before anything is built."""
+        if not self.head_mask:
+            return
+        layers = {"encoder_self": self.encoder_layers, "decoder_self": self.decoder_layers,
+                  "cross": self.decoder_layers}
+        if not isinstance(self.head_mask, dict):
+            raise ConfigError(f"model.head_mask must be a dict like {{cross: [[1, 0], [1, 1]]}}, "
+                              f"got {self.head_mask!r}.")
+        for name, rows in self.head_mask.items():
+            if name not in layers:
+                raise ConfigError(f"model.head_mask has key {name!r}; use {sorted(layers)}.")
+            shape_ok = (isinstance(rows, (list, tuple)) and len(rows) == layers[name]
+                        and all(isinstance(row, (list, tuple)) and len(row) == self.num_heads
+                                for row in rows))
+            if not shape_ok:
+                raise ConfigError(
+                    f"model.head_mask.{name} must be {layers[name]} lists (layers) of "
+                    f"{self.num_heads} gates (heads), got {rows}.")
 
     def defining_fields(self) -> dict:
         """The fields that change the parameters' shapes or meaning (for checkpoint compatibility)."""

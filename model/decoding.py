@@ -103,9 +103,11 @@ def beam_search(model: Transformer, src: jax.Array, *, beam_size: int, alpha: fl
     Score = sum of log-probs (EOS included) / GNMT length penalty of the length with EOS.
     As in Flax's WMT example and T5: each step expands the K alive beams into the 2K best
     candidates; those ending (EOS or length limit) among the best K go to a separate finished
-    set (top K kept), the K best non-ending ones stay alive, so ending never starves the beam. A sentence stops when its
-    best finished score beats what any alive beam could still reach: log-probs only fall, so
-    an alive beam's best is its log-prob / penalty(length limit) (for alpha >= 0).
+    set (top K kept), and the K best non-ending ones stay alive, so ending never starves the
+    beam. A sentence stops when its best finished score beats what any alive beam could still
+    reach: log-probs only fall, so an alive beam's best is log-prob / penalty(length limit)
+    (for alpha >= 0). Beam search is not monotone in K: a wider beam usually, not always,
+    finds a better-scoring hypothesis than greedy.
     """
     bsz, k = src.shape[0], beam_size
     src_segments = (src != pad_id).astype(jnp.int32)
@@ -174,7 +176,8 @@ def sequence_log_prob(model: Transformer, src: jax.Array, tokens: jax.Array, *,
     including the first EOS, under the decoding distribution (pad and BOS excluded): (B,)."""
     b = tokens.shape[0]
     tgt_in = jnp.concatenate([jnp.full((b, 1), bos_id, tokens.dtype), tokens[:, :-1]], axis=1)
-    logits = model(src, tgt_in, tgt_segments=jnp.ones_like(tgt_in))  # (B, T, V)
+    src_segments = (src != pad_id).astype(jnp.int32)
+    logits = model(src, tgt_in, src_segments, jnp.ones_like(tgt_in))  # (B, T, V)
     logp = _log_probs(logits, pad_id, bos_id)
     token_lp = jnp.take_along_axis(logp, tokens[:, :, None], axis=-1)[:, :, 0]  # (B, T)
     is_eos = tokens == eos_id

@@ -19,8 +19,8 @@ from model.config import ModelConfig
 _xavier = nnx.initializers.xavier_uniform()
 
 
-def _site_key(key: jax.Array | None, site: int) -> jax.Array | None:
-    """A distinct key per dropout site, or None when deterministic."""
+def fold_key(key: jax.Array | None, site: int) -> jax.Array | None:
+    """A distinct key per dropout site (or layer), or None when deterministic."""
     return None if key is None else jax.random.fold_in(key, site)
 
 
@@ -119,11 +119,11 @@ class EncoderLayer(_Sublayers):
     def __call__(self, x: jax.Array, mask: jax.Array, *, dropout_key: jax.Array | None = None,
                  head_gates: jax.Array | None = None, return_attention: bool = False):
         """x: (B, S, D), mask: (B, 1, S, S). Returns (B, S, D) [, weights (B, H, S, S)]."""
-        h = self.self_attn(self._input(x, 0), mask, dropout_key=_site_key(dropout_key, 0),
+        h = self.self_attn(self._input(x, 0), mask, dropout_key=fold_key(dropout_key, 0),
                            head_gates=head_gates, return_weights=return_attention)
         h, weights = h if return_attention else (h, None)
-        x = self._residual(x, h, 0, _site_key(dropout_key, 1))
-        x = self._residual(x, self.ffn(self._input(x, 1)), 1, _site_key(dropout_key, 2))
+        x = self._residual(x, h, 0, fold_key(dropout_key, 1))
+        x = self._residual(x, self.ffn(self._input(x, 1)), 1, fold_key(dropout_key, 2))
         return (x, weights) if return_attention else x
 
 
@@ -150,16 +150,16 @@ class DecoderLayer(_Sublayers):
         [, (self weights (B, H, T, T), cross weights (B, H, T, S))].
         """
         gates = head_gates or {}
-        h = self.self_attn(self._input(x, 0), self_mask, dropout_key=_site_key(dropout_key, 0),
+        h = self.self_attn(self._input(x, 0), self_mask, dropout_key=fold_key(dropout_key, 0),
                            head_gates=gates.get("self"), return_weights=return_attention)
         h, self_w = h if return_attention else (h, None)
-        x = self._residual(x, h, 0, _site_key(dropout_key, 1))
+        x = self._residual(x, h, 0, fold_key(dropout_key, 1))
         h = self.cross_attn(self._input(x, 1), cross_mask, memory,
-                            dropout_key=_site_key(dropout_key, 2), head_gates=gates.get("cross"),
+                            dropout_key=fold_key(dropout_key, 2), head_gates=gates.get("cross"),
                             return_weights=return_attention)
         h, cross_w = h if return_attention else (h, None)
-        x = self._residual(x, h, 1, _site_key(dropout_key, 3))
-        x = self._residual(x, self.ffn(self._input(x, 2)), 2, _site_key(dropout_key, 4))
+        x = self._residual(x, h, 1, fold_key(dropout_key, 3))
+        x = self._residual(x, self.ffn(self._input(x, 2)), 2, fold_key(dropout_key, 4))
         return (x, (self_w, cross_w)) if return_attention else x
 
     def decode_step(self, x: jax.Array, cache: dict, position: jax.Array, cross_kv: dict,
@@ -173,7 +173,8 @@ class DecoderLayer(_Sublayers):
         h, cache = self.self_attn.decode_step(self._input(x, 0), cache, position,
                                               head_gates=gates.get("self"))
         x = self._residual(x, h, 0, None)
-        h = self.cross_attn(self._input(x, 1), cross_mask, kv=cross_kv, head_gates=gates.get("cross"))
+        h = self.cross_attn(self._input(x, 1), cross_mask, kv=cross_kv,
+                            head_gates=gates.get("cross"))
         x = self._residual(x, h, 1, None)
         x = self._residual(x, self.ffn(self._input(x, 2)), 2, None)
         return x, cache

@@ -7,7 +7,8 @@ restart at 0 in each segment. Without segments, they are derived as `tokens != p
 positions, each row counts 0, 1, 2, ...
 
 Randomness: `dropout_key=None` is deterministic (eval); otherwise every dropout mask is derived
-from that key with `jax.random.fold_in` (site -> layer -> sublayer), nothing is stored in the module.
+from that key with `jax.random.fold_in` (encoder/decoder -> layer -> sublayer); nothing random
+is stored in the module.
 
 Head gates: {"encoder_self": (Le, H), "decoder_self": (Ld, H), "cross": (Ld, H)}, any subset;
 each gate multiplies one head's output (1 = on, 0 = removed). Defaults to cfg.head_mask.
@@ -24,7 +25,7 @@ from flax import nnx
 from model.attention import causal_mask, padding_mask, segment_mask
 from model.config import ModelConfig
 from model.layers import (DecoderLayer, EncoderLayer, LearnedPositions, SinusoidalPositions,
-                          TokenEmbedding, _site_key)
+                          TokenEmbedding, fold_key)
 
 GATE_KEYS = ("encoder_self", "decoder_self", "cross")
 
@@ -53,7 +54,7 @@ class Transformer(nnx.Module):
                                         for _ in range(cfg.encoder_layers)])
         self.decoder_layers = nnx.List([DecoderLayer(cfg, rngs=rngs)
                                         for _ in range(cfg.decoder_layers)])
-        if cfg.norm == "pre":  # pre-LN leaves the residual stream unnormalised: normalise once at the end
+        if cfg.norm == "pre":  # pre-LN leaves the residual stream unnormalised: normalise at end
             self.encoder_norm = nnx.LayerNorm(cfg.d_model, epsilon=1e-5, rngs=rngs)
             self.decoder_norm = nnx.LayerNorm(cfg.d_model, epsilon=1e-5, rngs=rngs)
         if not cfg.tie_embeddings:
@@ -76,7 +77,17 @@ class Transformer(nnx.Module):
         gates = head_gates
         if gates is None and self.default_gates is not None:
             gates = dict(self.default_gates)
-        return {k: jnp.asarray(v, jnp.float32) for k, v in (gates or {}).items()}
+        gates = gates or {}
+        unknown = set(gates) - set(GATE_KEYS)
+        if unknown:  # a typo would otherwise silently leave every head on
+            raise ValueError(f"unknown head_gates keys {sorted(unknown)}; expected {GATE_KEYS}")
+        return {k: jnp.asarray(v, jnp.float32) for k, v in gates.items()}
+
+    @staticmethod
+    def _decoder_gates(gates: dict, i: int) -> dict:
+        """Layer i's {"self": (H,), "cross": (H,)} gates (None where not given)."""
+        return {"self": gates["decoder_self"][i] if "decoder_self" in gates else None,
+                "cross": gates["cross"][i] if "cross" in gates else None}
 
     def _embed(self, tokens: jax.Array, positions: jax.Array, key: jax.Array | None) -> jax.Array:
         x = self.embed(tokens) + self.positions(positions)  # (B, T, D) float32
@@ -90,7 +101,8 @@ class Transformer(nnx.Module):
     def _apply(self, layer: nnx.Module, args: tuple, key, gates, return_attention: bool):
         """Call a layer, through nnx.remat when cfg.remat (recompute activations in backward)."""
         def run(layer, args, key, gates):
-            return layer(*args, dropout_key=key, head_gates=gates, return_attention=return_attention)
+            return layer(*args, dropout_key=key, head_gates=gates,
+                         return_attention=return_attention)
         if self.cfg.remat:
             run = nnx.remat(run)
         return run(layer, args, key, gates)
@@ -104,10 +116,10 @@ class Transformer(nnx.Module):
         src_segments = self._segments(src, src_segments)
         mask = segment_mask(src_segments, src_segments)  # (B, 1, S, S)
         gates = self._gates(head_gates).get("encoder_self")
-        x = self._embed(src, self._positions(src, src_positions), _site_key(dropout_key, 0))
+        x = self._embed(src, self._positions(src, src_positions), fold_key(dropout_key, 0))
         weights = []
         for i, layer in enumerate(self.encoder_layers):
-            out = self._apply(layer, (x, mask), _site_key(dropout_key, i + 1),
+            out = self._apply(layer, (x, mask), fold_key(dropout_key, i + 1),
                               None if gates is None else gates[i], return_attention)
             x, w = out if return_attention else (out, None)
             weights.append(w)
@@ -130,13 +142,12 @@ class Transformer(nnx.Module):
         self_mask = segment_mask(tgt_segments, tgt_segments) & causal_mask(tgt_in.shape[1])
         cross_mask = segment_mask(tgt_segments, src_segments)  # (B, 1, T, S)
         gates = self._gates(head_gates)
-        x = self._embed(tgt_in, self._positions(tgt_in, tgt_positions), _site_key(dropout_key, 0))
+        x = self._embed(tgt_in, self._positions(tgt_in, tgt_positions), fold_key(dropout_key, 0))
         self_w, cross_w = [], []
         for i, layer in enumerate(self.decoder_layers):
-            layer_gates = {"self": gates["decoder_self"][i] if "decoder_self" in gates else None,
-                           "cross": gates["cross"][i] if "cross" in gates else None}
             out = self._apply(layer, (x, memory, self_mask, cross_mask),
-                              _site_key(dropout_key, i + 1), layer_gates, return_attention)
+                              fold_key(dropout_key, i + 1), self._decoder_gates(gates, i),
+                              return_attention)
             x, (sw, cw) = out if return_attention else (out, (None, None))
             self_w.append(sw)
             cross_w.append(cw)
@@ -155,11 +166,11 @@ class Transformer(nnx.Module):
         encoder_self (Le, B, H, S, S), decoder_self (Ld, B, H, T, T), cross (Ld, B, H, T, S)]."""
         src_segments = self._segments(src, src_segments)
         enc = self.encode(src, src_segments, src_positions,
-                          dropout_key=_site_key(dropout_key, 0), head_gates=head_gates,
+                          dropout_key=fold_key(dropout_key, 0), head_gates=head_gates,
                           return_attention=return_attention)
         memory, attn = enc if return_attention else (enc, {})
         dec = self.decode(tgt_in, memory, src_segments, tgt_segments, tgt_positions,
-                          dropout_key=_site_key(dropout_key, 1), head_gates=head_gates,
+                          dropout_key=fold_key(dropout_key, 1), head_gates=head_gates,
                           return_attention=return_attention)
         if return_attention:
             logits, dec_attn = dec
@@ -176,7 +187,8 @@ class Transformer(nnx.Module):
                 for _ in self.decoder_layers]
 
     def precompute_cross(self, memory: jax.Array) -> list[dict[str, jax.Array]]:
-        """Cross-attention keys/values per decoder layer, once per source: {"k", "v"} (B, S, H, K)."""
+        """Cross-attention keys/values per decoder layer, once per source:
+        memory (B, S, D) -> [{"k", "v"}: (B, S, H, K)] * L."""
         return [layer.cross_attn.project_kv(memory) for layer in self.decoder_layers]
 
     def decode_step(self, token: jax.Array, position: jax.Array | int, cache: list,
@@ -193,10 +205,8 @@ class Transformer(nnx.Module):
         gates = self._gates(head_gates)
         new_cache = []
         for i, layer in enumerate(self.decoder_layers):
-            layer_gates = {"self": gates["decoder_self"][i] if "decoder_self" in gates else None,
-                           "cross": gates["cross"][i] if "cross" in gates else None}
             x, layer_cache = layer.decode_step(x, cache[i], position, cross_kv[i], cross_mask,
-                                               head_gates=layer_gates)
+                                               head_gates=self._decoder_gates(gates, i))
             new_cache.append(layer_cache)
         if self.cfg.norm == "pre":
             x = self.decoder_norm(x)

@@ -81,7 +81,10 @@ def logged_run(tmp_path, monkeypatch):
     image[:, :16] = 255
     loggers.scalars(10, {"train/loss": np.float32(2.5), "train/lr": 1e-3})
     loggers.scalars(20, {"train/loss": 2.0, "val/loss": 2.2, "val/bleu": 1.5})
-    loggers.images(20, {"attention/cross/layer0": image})
+    from PIL import Image
+
+    Image.fromarray(image[:12]).save(tmp_path / "map.png")
+    loggers.images(20, {"attention/cross/layer0": image, "attention/cross/layer1": tmp_path / "map.png"})
     loggers.finish({"val/loss": 2.2, "val/bleu": 1.5, "test/bleu": 1.25, "params": 1234, "steps": 20,
                     "compiles": {"train_step": 1}, "status": "finished"}, "finished")
     return tmp_path
@@ -104,8 +107,11 @@ def test_tensorboard_scalars_images_text_and_hparams(logged_run):
     assert {"train/loss", "val/bleu", "test/bleu", "summary/params"} <= set(tags["scalars"])
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(10, 2.5), (20, 2.0)]
     assert acc.Scalars("test/bleu")[-1].value == 1.25  # only in the summary: written at the last step
-    (img,) = acc.Images("attention/cross/layer0")
+    (img,) = acc.Images("attention/cross/layer0")  # from an array
     assert (img.step, img.width, img.height) == (20, 32, 24)
+    (png,) = acc.Images("attention/cross/layer1")  # from a PNG file, bytes unchanged
+    assert (png.step, png.width, png.height) == (20, 32, 12)
+    assert png.encoded_image_string == (logged_run / "map.png").read_bytes()
     assert "config/text_summary" in tags["tensors"]
     assert "num_heads: 4" in acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
 
@@ -135,7 +141,8 @@ def test_wandb_offline_run_has_config_group_metrics_images_and_finish(logged_run
     assert [row["trainer/step"] for row in rows] == [10, 20, 20]  # the train step, monotonic
     assert rows[0]["train/loss"] == 2.5
     assert rows[2]["attention/cross/layer0/_type"] == "image-file"
-    assert list((run_folder / "files" / "media" / "images").rglob("*.png"))
+    assert rows[2]["attention/cross/layer1/height"] == 12
+    assert len(list((run_folder / "files" / "media" / "images").rglob("*.png"))) == 2
     assert "exit" in kinds  # finish() ran
     summary = {"/".join(u.nested_key) or u.key: json.loads(u.value_json)
                for r in records if r.WhichOneof("record_type") == "summary" for u in r.summary.update}

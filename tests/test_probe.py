@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 
 import datasets
@@ -34,6 +35,7 @@ def fake_data(lengths: list[tuple[int, int]], seed: int = 0) -> SimpleNamespace:
                            tokenizer=tokenizer, vocab_size=VOCAB)
 
 
+@functools.lru_cache(maxsize=None)  # building a model op by op costs seconds on CPU: share it (read-only)
 def tiny_model(heads: int = 4, enc: int = 2, dec: int = 2, d_model: int = 32) -> Transformer:
     cfg = ModelConfig(d_model=d_model, num_heads=heads, ffn_dim=64, num_encoder_layers=enc,
                       num_decoder_layers=dec, dropout=0.1, attention_dropout=0.1)
@@ -168,11 +170,11 @@ def test_probe_writes_every_type_and_layer(tmp_path, heads):
     assert step == 100 and logged == scalars
     (_, images), = loggers.image_calls
     assert "attention/cross/layer0" in images and "attention_stats/cross/entropy" in images
-    assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3 for im in images.values())
+    assert all(path.is_file() and path.suffix == ".png" for path in images.values())  # logged as they are
 
 
 def test_probe_compiles_once_and_ignores_dropout(tmp_path):
-    model = tiny_model(enc=1, dec=1)
+    model = tiny_model()
     data = fake_data([(5, 5), (6, 4)])
     graphdef, params = nnx.split(model)
     probe = AttentionProbe(graphdef, data, probe_cfg(2), tmp_path)
@@ -187,7 +189,7 @@ def test_probe_compiles_once_and_ignores_dropout(tmp_path):
 
 
 def test_probe_off_without_examples(tmp_path):
-    model = tiny_model(enc=1, dec=1)
+    model = tiny_model()
     graphdef, params = nnx.split(model)
     probe = AttentionProbe(graphdef, fake_data([(5, 5)]), probe_cfg(0), tmp_path)
     assert not probe.enabled and probe.run(1, params, RecordingLoggers()) == {}

@@ -13,9 +13,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 from matplotlib import colors
-from matplotlib import image as mpimg
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 DPI = 100
 MAX_INCHES = 10.24  # 1024 px at DPI: big enough to read, small enough for dashboards and wandb
@@ -119,5 +119,5 @@ def render(fig: Figure, path: Optional[Path] = None) -> np.ndarray:
     rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        mpimg.imsave(path, rgb)
+        Image.fromarray(rgb).save(path)  # RGB PNG; loggers reuse these bytes instead of re-encoding
     return rgb

@@ -1,20 +1,36 @@
 """Orbax checkpoints of the whole training state: the latest K plus the best by validation.
 
-Each checkpoint is a Composite of `state` (params, optimizer state, step, RNG key: arrays)
-and `meta` (JSON: data-iterator position, model-config hash, wandb run id, metric). Saves
-are asynchronous; `wait()` blocks until the last one is on disk (call it before exiting).
+Each checkpoint is a Composite of `state` ({"state": TrainState, "key": PRNG key}: params,
+optimizer state, step, on-device metric sums, non-finite counters, RNG key) and `meta` (JSON:
+the data-iterator position of what was consumed, the model-defining config and its hash, the
+wandb run id, the validation metric). Saves are asynchronous: `save()` returns once the arrays
+are copied off the device and Orbax writes them on a background thread into
+`<step>.orbax-checkpoint-tmp`, renamed to `<step>` only when complete. A process killed mid-save
+therefore leaves a tmp folder that `all_steps()` ignores and the next writer deletes
+(`cleanup_tmp_directories`); the previous checkpoint is untouched. `wait()` blocks until the last
+save is on disk (call it before exiting).
+
+`restore_latest()` is what resuming uses: the newest checkpoint that restores, warning about (and
+moving aside) newer ones that are truncated or have missing files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
+
+CORRUPT_DIR = "checkpoints.corrupt"  # beside checkpoints/: damaged steps moved aside on resume
 
 
 class CheckpointError(RuntimeError):
@@ -26,34 +42,74 @@ def config_hash(defining: dict) -> str:
     return hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def config_diff(saved: dict, current: dict) -> list[str]:
+    """'key: checkpoint X, now Y' for each model-defining key that differs."""
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: checkpoint {saved.get(k, '<absent>')!r}, now {current.get(k, '<absent>')!r}"
+            for k in keys if saved.get(k) != current.get(k)]
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:200] if text else "") or type(e).__name__
+
+
+@dataclass
+class Restored:
+    step: int
+    state: Any  # the tree given to save(), restored into the abstract structure
+    meta: dict
+    skipped: list[int]  # newer steps that could not be restored (moved aside)
+
+
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int = 2, metric_name: str = "val_metric"):
+    """A CheckpointManager with this project's layout and retention.
+
+    writer=True (the training loop) also deletes tmp folders left by a killed save when opened.
+    Readers (evaluate, translate) leave them alone: a run may be writing one right now.
+    """
+
+    def __init__(self, directory: Path, keep: int = 2, metric_name: str = "val_metric", writer: bool = False):
         self.directory = Path(directory).absolute()
         self.metric_name = metric_name
         preserve = policies.AnyPreservationPolicy(
             [
                 policies.LatestN(n=max(keep, 1)),
+                # larger is better (BLEU, ROUGE); saves without a metric are kept by LatestN only
                 policies.BestN(
                     get_metric_fn=lambda m: m[metric_name], n=1, keep_checkpoints_without_metrics=False
                 ),
             ]
         )
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=preserve, enable_async_checkpointing=True, create=True
+            preservation_policy=preserve, enable_async_checkpointing=True, create=writer,
+            cleanup_tmp_directories=writer,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def all_steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
 
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict, metric: Optional[float] = None) -> None:
+    def save(self, step: int, state: Any, meta: dict, metric: Optional[float] = None) -> bool:
+        """Start an asynchronous save; False (nothing done) when `step` is already saved."""
+        if step in self.manager.all_steps():
+            return False
+        if metric is not None and not math.isfinite(metric):
+            metric = None  # a NaN would poison the best-N ranking
         metrics = {self.metric_name: float(metric)} if metric is not None else None
         meta = dict(meta, metric=metric)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        self.manager.save(step, args=args, metrics=metrics, force=True)
+        try:  # also raises what went wrong in the previous save's background write
+            self.manager.save(step, args=args, metrics=metrics, force=True)
+        except Exception as e:
+            raise CheckpointError(
+                f"writing a checkpoint to {self.directory} failed ({first_line(e)}). Checkpoints already "
+                f"on disk are intact; free space or fix the folder, then resume."
+            ) from e
+        return True
 
     def read_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -78,6 +134,63 @@ class Checkpointer:
             args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
         )
         return out["state"], out["meta"]
+
+    def restore_latest(self, abstract_state: Any, check_meta: Callable[[dict], None]) -> Restored:
+        """The newest checkpoint that restores completely.
+
+        `check_meta(meta)` runs before any array is read and may raise (a config that does not
+        fit is not damage: it stops the search). A checkpoint whose metadata or arrays cannot be
+        read (truncated, missing files) is reported and the next older one tried; when one works,
+        the damaged newer ones are moved to ../checkpoints.corrupt/ so that training can save
+        those step numbers again. When none works, nothing is moved and CheckpointError says so.
+        """
+        steps = sorted(self.all_steps(), reverse=True)
+        bad: list[tuple[int, str]] = []
+        for step in steps:
+            try:
+                meta = self.read_meta(step)
+                if not isinstance(meta, dict):
+                    raise ValueError("metadata is not a JSON object")
+            except Exception as e:
+                bad.append((step, f"metadata unreadable: {first_line(e)}"))
+                self._warn(step, bad[-1][1], steps)
+                continue
+            check_meta(meta)
+            try:
+                state, meta = self.restore(step, abstract_state)
+            except Exception as e:
+                bad.append((step, f"arrays unreadable: {first_line(e)}"))
+                self._warn(step, bad[-1][1], steps)
+                continue
+            skipped = [s for s, _ in bad]
+            if skipped:
+                self._set_aside(skipped)
+            return Restored(step, state, meta, skipped)
+        detail = "; ".join(f"step {s}: {why}" for s, why in bad)
+        raise CheckpointError(
+            f"no valid checkpoint in {self.directory} ({detail}). Nothing was changed there. Start a new "
+            f"run with train.resume=false and a new hydra.run.dir=DIR (or move the damaged checkpoints "
+            f"away to start this run over)."
+        )
+
+    def _warn(self, step: int, why: str, steps: list[int]) -> None:
+        older = [s for s in steps if s < step]
+        then = f"trying step {older[0]}" if older else "no older checkpoint to try"
+        print(f"warning: checkpoint step {step} in {self.directory} is damaged ({why}); {then}.",
+              file=sys.stderr, flush=True)
+
+    def _set_aside(self, steps: list[int]) -> None:
+        if jax.process_index() != 0:  # one process moves; the others only reload
+            self.manager.reload()
+            return
+        target_root = self.directory.parent / CORRUPT_DIR
+        target_root.mkdir(parents=True, exist_ok=True)
+        for step in steps:
+            src = self.directory / str(step)
+            dst = target_root / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+            shutil.move(str(src), str(dst))
+            print(f"warning: moved the damaged checkpoint of step {step} to {dst}", file=sys.stderr, flush=True)
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

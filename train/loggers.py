@@ -1,10 +1,12 @@
 """Metric sinks: metrics.jsonl (always), TensorBoard event files, and wandb.
 
-Every logger takes the same calls: scalars(step, values), images(step, {name: (H, W, 3) uint8}),
-text(tag, text), finish(summary, status). `Loggers` fans them out. The train step is logged as its
-own monotonic metric (wandb's `trainer/step`, TensorBoard's global step) so dashboards line up
-across resumes. Only metrics.jsonl may stop a run when it fails; a dashboard that breaks mid-run
-prints one warning and is dropped.
+Every logger takes the same calls: scalars(step, values), images(step, {name: image}),
+text(tag, text), finish(summary, status); `Loggers` fans them out. An image is an (H, W, 3) uint8
+array or the path of a PNG file (the probe's figures: their bytes are logged as they are, not
+decoded and re-encoded). The train step is logged as its own monotonic metric (wandb's
+`trainer/step`, TensorBoard's global step) so dashboards line up across resumes. Only
+metrics.jsonl may stop a run when it fails; a dashboard that breaks mid-run prints one warning
+and is dropped.
 
 No secret reaches a run directory: wandb reads its API key from the environment or ~/.netrc
 itself, nothing here passes it on, and config keys that look like credentials are removed.
@@ -25,6 +27,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 import numpy as np
+from PIL import Image
 
 from train.config import LoggerConfig
 
@@ -78,8 +81,17 @@ class TensorBoardLogger:
         self.last_step = max(self.last_step, int(step))
 
     def images(self, step: int, images: dict[str, Any]) -> None:
-        for key, image in images.items():  # image: (H, W, 3 or 4) uint8
-            self.writer.add_image(key, np.asarray(image)[..., :3], int(step), dataformats="HWC")
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        for key, image in images.items():
+            if isinstance(image, (str, Path)):  # a PNG file: its bytes go into the event as they are
+                with Image.open(image) as im:
+                    width, height = im.size
+                png = Summary.Image(height=height, width=width, colorspace=3,
+                                    encoded_image_string=Path(image).read_bytes())
+                self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=key, image=png)]), int(step))
+            else:  # (H, W, 3 or 4) uint8
+                self.writer.add_image(key, np.asarray(image)[..., :3], int(step), dataformats="HWC")
         self.writer.flush()  # images come at validation: show them now, not in flush_secs
 
     def text(self, tag: str, text: str) -> None:
@@ -91,12 +103,13 @@ class TensorBoardLogger:
         # Final figures that were never logged as scalars (test/*, params, wall_s) are written at the
         # last step, so that each metric of the HParams table names a real scalar series of this run.
         metrics = {}
+        step = max(self.last_step, int(summary.get("steps") or 0))
         for key, value in summary.items():
             if not _is_number(value) or isinstance(value, bool):
                 continue
             tag = key if "/" in key else f"summary/{key}"
             if tag not in self.tags:
-                self.writer.add_scalar(tag, float(value), self.last_step)
+                self.writer.add_scalar(tag, float(value), step)
             metrics[tag] = float(value)
         hp = {k: _hparam_value(v) for k, v in _flatten(self.config).items()}
         experiment, start, end = hparams(hp, metrics)
@@ -205,7 +218,10 @@ class WandbLogger:
         self.run.log({"trainer/step": int(step), **{k: _json_value(v) for k, v in values.items()}})
 
     def images(self, step: int, images: dict[str, Any]) -> None:
-        self.run.log({"trainer/step": int(step), **{k: self.wandb.Image(np.asarray(v)) for k, v in images.items()}})
+        def image(v: Any):
+            return self.wandb.Image(str(v)) if isinstance(v, (str, Path)) else self.wandb.Image(np.asarray(v))
+
+        self.run.log({"trainer/step": int(step), **{k: image(v) for k, v in images.items()}})
 
     def text(self, tag: str, text: str) -> None:
         pass  # the resolved config is attached as the run's config

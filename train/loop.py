@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import time
 from dataclasses import asdict
@@ -29,7 +28,8 @@ from data.prefetch import Prefetcher
 from model.decoding import make_decode_fn
 from model.flops import flops_per_token
 from model.transformer import Transformer
-from train.checkpoint import Checkpointer, config_hash
+from train import faults
+from train.checkpoint import CheckpointError, Checkpointer, config_diff, config_hash
 from train.config import REPO_ROOT, Config
 from train.generate import Generator
 from train.loggers import Loggers
@@ -52,18 +52,6 @@ def quiet_library_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def preflight(run_dir: Path) -> None:
-    """Fail at start-up, not at the first save, when the run directory can't be written."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_bytes(b"\0" * 4096)
-        probe.unlink()
-    except OSError as e:
-        raise SystemExit(f"error: cannot write to the run directory {run_dir}: {e.strerror}. "
-                         f"Free space or choose another with hydra.run.dir=DIR.")
-
-
 def enable_compilation_cache(path: Optional[str]) -> None:
     """A persistent XLA cache shared by runs and sweep jobs: the second run skips compiling."""
     if not path:
@@ -84,12 +72,14 @@ def make_mesh(cfg: Config) -> jax.sharding.Mesh:
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, group: Optional[str] = None):
         self.cfg, self.run_dir, self.group = cfg, Path(run_dir), group
-        self.stop_signal: Optional[str] = None
+        self.signals = faults.StopSignals()
+        self.batches: Optional[Prefetcher] = None  # the consumer side: its state() is what was trained on
+        self.start_step = 0
 
     # ---- set-up -------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
-        preflight(self.run_dir)
+        faults.preflight(self.run_dir, self.run_dir / "checkpoints")  # unwritable: an error now, not at the first save
         quiet_library_logs()
         enable_compilation_cache(cfg.train.compilation_cache)
         datasets.disable_progress_bars()  # the run's own bar is the one to watch
@@ -116,8 +106,10 @@ class Trainer:
         if rows % self.mesh.size:
             raise SystemExit(f"error: {rows} rows per batch do not split over {self.mesh.size} devices; "
                              f"adjust data.max_tokens.")
-        self.train_step = jax.jit(make_train_step(self.graphdef, self.tx, cfg.train.label_smoothing),
-                                  donate_argnums=0)
+        step_fn = make_train_step(self.graphdef, self.tx, cfg.train.label_smoothing)
+        if faults.nan_steps():  # test-only fault hook (train/faults.py); decided here, not per step
+            step_fn = faults.with_injected_nan(step_fn, faults.nan_steps())
+        self.train_step = jax.jit(step_fn, donate_argnums=0)
         self.eval_step = jax.jit(make_eval_step(self.graphdef))
         self.generator = Generator(self.graphdef, self.data, cfg.decode, cfg.data.task,
                                    cfg.data.max_source_len, cfg.data.max_target_len)
@@ -125,9 +117,20 @@ class Trainer:
         self.flops = flops_per_token(cfg.model, self.data.vocab_size, cfg.data.max_source_len,
                                      cfg.data.max_target_len)
 
-        self.checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
-        self.model_hash = config_hash(cfg.model.defining_fields() | {"vocab_size": self.data.vocab_size})
-        wandb_id = self.resume_if_possible()
+        self.checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=cfg.train.keep_checkpoints, writer=True)
+        faults.check_free_space(self.checkpointer.directory, state_bytes(self.state), cfg.train.keep_checkpoints)
+        self.model_defining = cfg.model.defining_fields() | {"vocab_size": self.data.vocab_size}
+        self.model_hash = config_hash(self.model_defining)
+        self.kill_at_step, self.kill_in_save = faults.kill_at_step(), faults.kill_in_save()  # test hooks
+        try:
+            wandb_id = self.resume_if_possible()
+        except BaseException:
+            self.checkpointer.close()  # no Orbax threads left behind by a refused resume
+            raise
+        dropped = faults.trim_metrics_log(self.run_dir / "metrics.jsonl", self.start_step)
+        if dropped:
+            print(f"metrics.jsonl: dropped {dropped} lines logged after step {self.start_step} by the "
+                  f"interrupted run (they are logged again)")
         config_dict = {"seed": cfg.seed, "name": cfg.name, **{k: asdict(getattr(cfg, k)) for k in
                        ("model", "data", "optim", "train", "decode", "logger")}}
         self.loggers = Loggers(self.run_dir, cfg.logger, config_dict, name=self.run_dir.name,
@@ -139,6 +142,15 @@ class Trainer:
             self.probe = AttentionProbe(self.graphdef, self.data, cfg, self.run_dir)
         except ImportError:
             pass
+        # Best cross-attention head's word-alignment F1 against gold links (train/alignment.py) on
+        # the first val_bleu_examples validation pairs that have them; None without gold links.
+        from train.alignment import AlignmentEvaluator, gold_reversed, length_buckets
+
+        self.alignment = AlignmentEvaluator.build(
+            self.graphdef, self.data.splits["validation"], self.data.tokenizer,
+            limit=cfg.train.val_bleu_examples,
+            buckets=length_buckets(max(cfg.data.max_source_len, cfg.data.max_target_len)),
+            swap_gold=gold_reversed(cfg.data.source_lang, cfg.data.target_lang))
 
     def resume_if_possible(self) -> Optional[str]:
         """Continue from the latest checkpoint in run_dir (train.resume=true, the default)."""
@@ -148,29 +160,51 @@ class Trainer:
         if not self.cfg.train.resume:
             raise SystemExit(
                 f"error: {self.run_dir} already holds checkpoints (latest step {latest}) and "
-                f"train.resume=false. Choose a new hydra.run.dir, or drop train.resume=false to continue."
+                f"train.resume=false: refusing to overwrite them. Choose a new hydra.run.dir, or drop "
+                f"train.resume=false to continue this run."
             )
-        restored, meta = self.checkpointer.restore(latest, {"state": self.state, "key": self.base_key})
-        if meta.get("model_hash") != self.model_hash:
-            raise SystemExit(f"error: the checkpoint in {self.run_dir} was trained with another model config.")
-        self.state = jax.device_put(restored["state"], self.replicated)
-        self.base_key = restored["key"]
+
+        def check_model(meta: dict) -> None:  # before any array is read: shapes would not fit anyway
+            if meta.get("model_hash") == self.model_hash:
+                return
+            diffs = config_diff(meta.get("model_defining") or {}, self.model_defining)
+            raise SystemExit(
+                f"error: the checkpoints in {self.checkpointer.directory} were trained with another model "
+                f"config; these model-defining keys differ:\n  " + "\n  ".join(diffs or ["(unknown: no "
+                "model_defining in the checkpoint)"]) + f"\nResume with the run's config "
+                f"({self.run_dir / '.hydra' / 'overrides.yaml'}), or start a new run in another hydra.run.dir."
+            )
+
+        try:
+            restored = self.checkpointer.restore_latest({"state": self.state, "key": self.base_key}, check_model)
+        except CheckpointError as e:
+            raise SystemExit(f"error: {e}") from None
+        meta = restored.meta
+        self.state = jax.device_put(restored.state["state"], self.replicated)
+        self.base_key = restored.state["key"]
         self.train_batches.restore(meta["data_state"])
-        print(f"resumed from step {latest} in {self.run_dir}")
+        self.start_step = int(self.state.step)
+        print(f"resumed from step {restored.step} in {self.run_dir}")
         return meta.get("wandb_run_id")
 
     # ---- helpers ------------------------------------------------------------------------
     def save(self, metric: Optional[float] = None) -> None:
+        """Start an asynchronous save of the whole state (never of a state past a policy stop)."""
+        self.check_nonfinite()  # train.nonfinite=stop keeps the last good checkpoint the latest
         step = int(self.state.step)
         meta = {
             "step": step,
-            "data_state": self.train_batches.state(),
+            # what the loop consumed, not what the prefetch thread has run ahead to
+            "data_state": (self.batches or self.train_batches).state(),
             "model_hash": self.model_hash,
+            "model_defining": self.model_defining,
             "wandb_run_id": self.loggers.wandb_run_id,
             "model_config": asdict(self.cfg.model),
             "vocab_size": self.data.vocab_size,
         }
         self.checkpointer.save(step, {"state": self.state, "key": self.base_key}, meta, metric)
+        if step == self.kill_in_save:  # test hook: the write is in flight on Orbax's thread
+            faults.kill_self(f"while saving step {step} (in progress: {self.checkpointer.manager.is_saving_in_progress()})")
 
     def read_and_reset_metrics(self, interval_start: float) -> dict[str, float]:
         m = jax.device_get(self.state.metrics)  # waits for the steps dispatched so far
@@ -187,6 +221,9 @@ class Trainer:
             "train/tokens_per_s": (m["tokens"] + m["src_tokens"]) / max(elapsed, 1e-9),
             "train/nonfinite_steps": m["nonfinite"],
         }
+        if m["steps"] == 0:  # every update of the interval was skipped as non-finite: no loss to report
+            out.update({k: float("nan") for k in ("train/loss", "train/nll", "train/ppl", "train/accuracy",
+                                                  "train/grad_norm")})
         return {k: float(v) for k, v in out.items()}
 
     def validation_loss(self, split: str) -> dict[str, float]:
@@ -206,21 +243,27 @@ class Trainer:
         limit = None if final else self.cfg.train.val_bleu_examples
         scores = self.generator.score_split(self.state.params, "validation", limit=limit)
         results.update({f"val/{k}": v for k, v in scores.items() if isinstance(v, (int, float))})
+        if self.alignment is not None:  # val/align_f1, val/align_aer, val/align_f1_layer_avg
+            results.update(self.alignment.run(self.state.params))
         self.loggers.scalars(step, results)
         if self.probe is not None:
             self.probe.run(step, self.state.params, self.loggers)
         return results
 
-    def handle_signal(self, signum, frame) -> None:
-        self.stop_signal = signal.Signals(signum).name
-
     # ---- the loop -----------------------------------------------------------------------
     def fit(self) -> dict:
         cfg, t_start = self.cfg, time.time()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self.handle_signal)
         start_step = int(self.state.step)
-        batches = Prefetcher(self.train_batches, size=cfg.data.prefetch, sharding=self.batch_sharding)
+        summary_path = self.run_dir / "summary.json"
+        if start_step >= cfg.train.max_steps and summary_path.is_file():  # rerun of a finished run
+            self.checkpointer.close()
+            summary = json.loads(summary_path.read_text())
+            self.loggers.finish(summary, "finished")
+            print(f"{self.run_dir} already finished at step {start_step} (summary.json); raise "
+                  f"train.max_steps to train on.")
+            return summary
+        self.signals.__enter__()  # SIGTERM/SIGINT: finish the step, save, wait, exit (train/faults.py)
+        batches = self.batches = Prefetcher(self.train_batches, size=cfg.data.prefetch, sharding=self.batch_sharding)
         bar = tqdm(total=cfg.train.max_steps, initial=start_step, disable=not cfg.train.progress,
                    dynamic_ncols=True, desc="train", file=sys.stdout)
         best_metric, last_eval, last_save_time = None, {}, time.time()
@@ -239,6 +282,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{logs['train/loss']:.3f}", tok_s=f"{logs['train/tokens_per_s']:.0f}")
                     self.check_nonfinite(logs)
                     interval_start = time.time()
+                if step == self.kill_at_step:  # test hook (train/faults.py): a crash between saves
+                    self.checkpointer.wait()  # so that the test knows which checkpoints are complete
+                    faults.kill_self(f"after step {step}")
                 if step % cfg.train.eval_every == 0 and step != cfg.train.max_steps:
                     last_eval = self.evaluate(step)
                     metric = last_eval.get(f"val/{self.metric_name}")
@@ -247,10 +293,10 @@ class Trainer:
                     self.save(metric)
                     last_save_time = time.time()
                     interval_start = time.time()
-                elif self.should_checkpoint(step, last_save_time):
-                    self.save()
+                elif step != cfg.train.max_steps and self.should_checkpoint(step, last_save_time):
+                    self.save()  # (the last step is saved below, with its validation metric)
                     last_save_time = time.time()
-                if self.stop_signal:
+                if self.signals.received:
                     self.save()
                     raise StopRequested()
             bar.close()
@@ -260,15 +306,23 @@ class Trainer:
             return summary
         except StopRequested:
             status = "interrupted"
+            self.checkpointer.wait()  # the asynchronous write is on disk before the message says so
+            step, name = int(self.state.step), self.signals.received
+            print(f"\n{name}: saved a checkpoint at step {step} in {self.checkpointer.directory}. Resume with:\n"
+                  f"  {faults.resume_command(self.run_dir)}", file=sys.stderr, flush=True)
+            raise SystemExit(faults.EXIT_CODES.get(name, 1))
+        except NonFiniteStop as e:
+            status = "failed"
             self.checkpointer.wait()
-            step = int(self.state.step)
-            print(f"\n{self.stop_signal}: saved a checkpoint at step {step} in {self.run_dir / 'checkpoints'}. "
-                  f"Resume with the same command and hydra.run.dir={self.run_dir}", file=sys.stderr)
-            raise SystemExit(143 if self.stop_signal == "SIGTERM" else 130)
+            raise SystemExit(f"error: {e}") from None
+        except CheckpointError as e:
+            status = "failed"
+            raise SystemExit(f"error: {e}") from None
         except BaseException:
             status = "failed"
             raise
         finally:
+            self.signals.__exit__(None, None, None)
             batches.close()
             bar.close()
             self.checkpointer.close()
@@ -280,16 +334,31 @@ class Trainer:
         minutes = self.cfg.train.checkpoint_minutes
         return (every > 0 and step % every == 0) or (minutes > 0 and time.time() - last_save_time > 60 * minutes)
 
-    def check_nonfinite(self, logs: dict) -> None:
+    def check_nonfinite(self, logs: Optional[dict] = None) -> None:
+        """Apply train.nonfinite at a log point or before a save (the step itself already skipped it).
+
+        skip: warn, go on; stop once the streak running at this point reaches max_nonfinite_in_row.
+        stop: end the run at the first one, before any later state is saved.
+        """
         in_row = int(self.state.nonfinite_in_row)
         last = int(self.state.last_nonfinite_step)
-        if last < 0:
+        if last < self.start_step:  # none, or only before this run resumed (counted by that run)
             return
-        if self.cfg.train.nonfinite == "stop" or in_row >= self.cfg.train.max_nonfinite_in_row:
+        latest = self.checkpointer.latest_step()
+        where = (f"the last good checkpoint is step {latest} in {self.checkpointer.directory}" if latest is not None
+                 else "no checkpoint was saved before it")
+        if self.cfg.train.nonfinite == "stop":
+            raise NonFiniteStop(f"non-finite loss or gradient at step {last + 1} (train.nonfinite=stop); the "
+                                f"update was not applied and {where}.")
+        if in_row >= self.cfg.train.max_nonfinite_in_row:
             raise NonFiniteStop(
-                f"non-finite loss or gradient at step {last + 1} ({in_row} in a row); the update was "
-                f"not applied and the last good checkpoint is in {self.run_dir / 'checkpoints'}."
+                f"{in_row} non-finite losses or gradients in a row, the last at step {last + 1} "
+                f"(train.max_nonfinite_in_row={self.cfg.train.max_nonfinite_in_row}); those updates were "
+                f"skipped and {where}."
             )
+        if logs and logs.get("train/nonfinite_steps"):
+            print(f"warning: skipped {int(logs['train/nonfinite_steps'])} non-finite update(s) since the last "
+                  f"log, the last at step {last + 1} (train.nonfinite=skip)", file=sys.stderr, flush=True)
 
     def finish_summary(self, val: dict, throughput: list[float], wall_s: float) -> dict:
         summary: dict[str, Any] = dict(val)
@@ -311,6 +380,11 @@ class Trainer:
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.loggers.finish(summary, "finished")
         return summary
+
+
+def state_bytes(tree: Any) -> int:
+    """Bytes of all arrays in `tree` (what a checkpoint of it holds)."""
+    return int(sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "dtype")))
 
 
 def split_key(split: str) -> str:

@@ -56,11 +56,11 @@ def choose_examples(src_ids: list[list[int]], tgt_ids: list[list[int]], k: int,
     Deterministic (depends only on the split), so every run and every step shows the same pairs.
     """
     lengths = np.array([max(len(s), len(t)) for s, t in zip(src_ids, tgt_ids)])
-    short = [i for i in np.flatnonzero(lengths <= readable_len)[:k]]
-    if len(short) < k:
-        rest = [i for i in np.argsort(lengths, kind="stable") if i not in set(short)]
-        short += rest[: k - len(short)]
-    return sorted(int(i) for i in short)
+    chosen = [int(i) for i in np.flatnonzero(lengths <= readable_len)[:k]]
+    if len(chosen) < k:
+        taken = set(chosen)
+        chosen += [int(i) for i in np.argsort(lengths, kind="stable") if i not in taken][: k - len(chosen)]
+    return sorted(chosen)
 
 
 def token_strings(tokenizer: Any, ids: list[int]) -> list[str]:
@@ -177,7 +177,7 @@ class AttentionProbe:
             loggers.images(step, images)
         return scalars
 
-    def save_maps(self, weights: dict[str, np.ndarray], out_dir: Path, step: int) -> dict[str, np.ndarray]:
+    def save_maps(self, weights: dict[str, np.ndarray], out_dir: Path, step: int) -> dict[str, Path]:
         """One PNG (example 0, cropped to its tokens) and one npz (all K) per type and layer."""
         images = {}
         for kind in ATTENTION_TYPES:
@@ -194,14 +194,16 @@ class AttentionProbe:
                 fig = head_grid_figure(w[0, :, :tq, :tk], q_tok[0, :tq], k_tok[0, :tk],
                                        f"{kind.replace('_', ' ')} attention, layer {layer}, step {step}",
                                        *AXIS_NAMES[kind])
-                images[f"attention/{kind}/layer{layer}"] = render(fig, out_dir / f"{name}.png")
+                render(fig, out_dir / f"{name}.png")
+                images[f"attention/{kind}/layer{layer}"] = out_dir / f"{name}.png"
         return images
 
     def save_stat_heatmaps(self, stats: dict[str, dict[str, np.ndarray]], out_dir: Path,
-                           step: int) -> dict[str, np.ndarray]:
+                           step: int) -> dict[str, Path]:
         images = {}
         for kind in ATTENTION_TYPES:
             for name in STATS:
                 fig = stat_heatmap_figure(stats[kind][name], f"{kind} {name}, step {step}", name)
-                images[f"attention_stats/{kind}/{name}"] = render(fig, out_dir / f"{kind}_{name}.png")
+                render(fig, out_dir / f"{kind}_{name}.png")
+                images[f"attention_stats/{kind}/{name}"] = out_dir / f"{kind}_{name}.png"
         return images

@@ -1,0 +1,157 @@
+"""`python -m train.evaluate run_dir=DIR [split=test] [decode.beam_size=4 decode.alpha=0.6]`
+
+Decodes one split of a run's corpus with its best checkpoint (by the validation metric) and
+the same decoder that training validates with (train/generate.py), then prints a one-line
+summary and writes
+
+    DIR/eval/{split}.json      BLEU and chrF with their sacreBLEU signatures (ROUGE-1/2/L for
+                               summarization), the decode settings and the checkpoint step
+    DIR/eval/{split}.hyp.txt   detokenized hypotheses, one per line, in corpus order
+
+Options: configs/evaluate.yaml. Decode options default to the run's own decode config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import MISSING
+
+from train.run_loading import DecodeOverrides, RunError, compose_args, decode_config, fail
+
+USAGE = ("usage: python -m train.evaluate run_dir=DIR [split=test] [step=N] [limit=N] "
+         "[decode.beam_size=4] [decode.alpha=0.6] [decode.batch_size=64]  (see configs/evaluate.yaml)")
+
+
+@dataclass
+class EvaluateArgs:
+    """Schema of configs/evaluate.yaml."""
+
+    run_dir: str = MISSING
+    split: str = "test"
+    step: Optional[int] = None
+    limit: Optional[int] = None
+    decode: DecodeOverrides = field(default_factory=DecodeOverrides)
+
+
+def load_split(cfg, tokenizer, split: str):
+    """The split's pairs with `src_ids` from the run's tokenizer, as training scored them.
+
+    Reuses the data pipeline's tokenized cache when it holds this corpus tokenized by this very
+    tokenizer (no raw data read); otherwise loads the raw corpus and tokenizes just this split
+    (the same `tokenize_split`: empty pairs dropped, overlong sources truncated).
+    """
+    import datasets
+
+    from data.pipeline import STATS_FILE, cache_folders, tokenize_split
+    from data.sources import load_splits
+    from data.tokenizer import TOKENIZER_FILE
+    from train.config import REPO_ROOT
+
+    folder, tokenized = cache_folders(cfg.data, REPO_ROOT)
+    cached_tok = folder / TOKENIZER_FILE
+    if (tokenized / STATS_FILE).exists() and cached_tok.exists() and \
+            cached_tok.read_text() == tokenizer.tokenizer.to_str():
+        splits = datasets.load_from_disk(str(tokenized))  # memory-mapped
+        _check_split(splits, split)
+        return splits[split]
+    raw = load_splits(cfg.data, REPO_ROOT)
+    _check_split(raw, split)
+    ds, _ = tokenize_split(raw[split], tokenizer, cfg.data, split, drop_overlong=False)
+    return ds
+
+
+def _check_split(splits, split: str) -> None:
+    if split not in splits:
+        raise RunError(f"the run's corpus has no {split!r} split; it has {', '.join(splits)}. "
+                       f"Pass split= one of them.")
+
+
+def summary_line(split: str, result: dict) -> str:
+    """One line to paste into a README or a lab notebook."""
+    d = result["decode"]
+    mode = "greedy" if d["beam_size"] == 1 else f"beam {d['beam_size']} alpha {d['alpha']}"
+    if "bleu" in result:
+        scores = f"BLEU {result['bleu']:.2f} chrF {result['chrf']:.2f}"
+        sig = f" | sacreBLEU {result['bleu_signature']}"
+    else:
+        scores = f"ROUGE-1/2/L {result['rouge1']:.2f}/{result['rouge2']:.2f}/{result['rougeL']:.2f}"
+        sig = " | rouge-score F1, stemmed"
+    return (f"{split} {scores} | {mode} | step {result['step']} | {result['examples']} examples | "
+            f"{result['decode_s']:.1f} s incl. compile{sig}")
+
+
+def evaluate(args) -> dict:
+    """Decode and score one split; write the eval files; return what went into the JSON."""
+    from data.pipeline import PreparedData
+    from train.generate import Generator
+    from train.metrics import generation_scores
+    from train.run_loading import (check_run_dir, enable_compilation_cache, load_config, load_run,
+                                   load_tokenizer, quiet_logs)
+
+    quiet_logs()
+    # The data first: a wrong split or a missing corpus is reported before the model is read.
+    run_dir = check_run_dir(Path(args.run_dir))
+    cfg = load_config(run_dir)
+    decode = decode_config(cfg.decode, args.decode)
+    dataset = load_split(cfg, load_tokenizer(run_dir), args.split)
+    run = load_run(run_dir, step=args.step)
+    enable_compilation_cache(cfg)
+    if args.limit is not None:
+        dataset = dataset.select(range(min(max(args.limit, 0), len(dataset))))
+    if len(dataset) == 0:
+        raise RunError(f"the {args.split} split has no examples to decode.")
+
+    data = PreparedData(run.tokenizer, None, run.tokenizer.vocab_size, {}, run.run_dir)
+    generator = Generator(run.graphdef, data, decode, cfg.data.task, cfg.data.max_source_len,
+                          cfg.data.max_target_len)
+    print(f"decoding {len(dataset)} {args.split} examples "
+          f"({'greedy' if decode.beam_size == 1 else f'beam {decode.beam_size}'})", file=sys.stderr)
+    t0 = time.time()
+    hyps = generator.translate(run.params, dataset)
+    decode_s = time.time() - t0
+    scores = generation_scores(cfg.data.task, hyps, dataset["target"])
+
+    result = {
+        "split": args.split,
+        **scores,
+        "examples": len(dataset),
+        "step": run.step,
+        "checkpoint": "best" if args.step is None else "requested",
+        "checkpoint_val_metric": run.meta.get("metric"),
+        "decode": dataclasses.asdict(decode),
+        "task": cfg.data.task,
+        "decode_s": round(decode_s, 2),
+        "run_dir": str(run.run_dir),
+    }
+    out_dir = run.run_dir / "eval"
+    out_dir.mkdir(exist_ok=True)
+    # One hypothesis per line, whatever the model emits: a newline inside one would shift the rest.
+    (out_dir / f"{args.split}.hyp.txt").write_text(
+        "".join(h.replace("\n", " ") + "\n" for h in hyps), encoding="utf-8")
+    (out_dir / f"{args.split}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return result
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = compose_args("evaluate", EvaluateArgs, sys.argv[1:] if argv is None else argv, USAGE)
+    from data.errors import DataError
+    from model.config import ConfigError
+
+    try:
+        result = evaluate(args)
+    except (RunError, DataError, ConfigError) as e:
+        fail(str(e))
+    out = Path(result["run_dir"]) / "eval"
+    print(f"wrote {out / (args.split + '.json')} and {out / (args.split + '.hyp.txt')}", file=sys.stderr)
+    print(summary_line(args.split, result))
+
+
+if __name__ == "__main__":
+    main()
