@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # trains a model (subprocess) once per session
+
 EN = "one two three four five six seven eight nine ten red blue green big small house dog cat sees the".split()
 ES = "uno dos tres cuatro cinco seis siete ocho nueve diez rojo azul verde grande pequeño casa perro gato ve el".split()
 STEPS = 20  # eval_every=10: checkpoints at 10 and 20, both with a validation metric

@@ -23,8 +23,8 @@ from train.checkpoint import Checkpointer, CheckpointError, config_diff
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
-    return scenarios(tmp_path_factory)
+def runs() -> dict:
+    return scenarios()
 
 
 # ---- bad inputs on copies of the finished reference run (in-process: they stop in set-up) ----------------
@@ -69,7 +69,7 @@ def test_resume_false_refuses_to_overwrite(runs):
 
 def test_nonfinite_skip_counts_logs_and_stops_after_streak(runs):
     # NaN gradients at steps 4, 7 and 8 (NAN_STEPS); train.max_nonfinite_in_row=2
-    with scenario("fault", "NaN gradients, nonfinite=skip"):
+    with scenario("fault", "NaN gradients (skip)"):
         run = runs["nan_skip"]
         rows = {row["step"]: row for row in metric_lines(run.run_dir) if "train/nonfinite_steps" in row}
         assert rows[4]["train/nonfinite_steps"] == 1 and rows[4]["train/loss"] is None  # skipped, not a loss of 0
@@ -83,7 +83,7 @@ def test_nonfinite_skip_counts_logs_and_stops_after_streak(runs):
 
 
 def test_nonfinite_stop_keeps_last_good_checkpoint(runs):
-    with scenario("fault", "NaN gradient, nonfinite=stop"):
+    with scenario("fault", "NaN gradient (stop)"):
         run = runs["nan_stop"]
         assert_clean_error(run, "non-finite loss or gradient at step 4 (train.nonfinite=stop)",
                            "last good checkpoint is step 3")

@@ -4,9 +4,11 @@ Every scenario is a real `python -m train` subprocess of a tiny model (d_model 3
 each, vocab ~130, 4 x (32+32) token batches) on a generated corpus, so that signals, SIGKILL and
 Orbax's asynchronous writes behave as in production. Faults are injected with the
 ATTENTION_LAB_FAULT_* hooks of train/faults.py. All runs of the suite (this file and
-tests/test_faults.py) are started together in two waves by `scenarios()`, so that both CPU cores
-stay busy; each test then checks its scenario's outcome. At the end the suite prints one line:
-faults injected, bad inputs tried, and runs lost (a scenario whose checks failed).
+tests/test_faults.py) are started by `scenarios()` in three waves of concurrent processes (the
+first fills a shared XLA compile cache that the others read), so that both CPU cores stay busy;
+each test then checks its scenario's outcome. Runs that stop in set-up run in-process. At the end
+the suite prints one line: faults injected, bad inputs tried, and runs lost (a scenario whose
+checks failed).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,7 +58,8 @@ def summary_line() -> str:
     faults_, bad = LEDGER["fault"], LEDGER["bad input"]
     lost = [n for group in (faults_, bad) for n, ok in group.items() if not ok]
     return (f"reliability suite: {len(faults_)} faults injected ({', '.join(faults_)}); {len(bad)} bad inputs "
-            f"tried ({', '.join(bad)}); " + (f"{len(lost)} LOST: {', '.join(lost)}" if lost else "nothing lost"))
+            f"tried ({', '.join(bad)}); " + (f"{len(lost)} LOST: {', '.join(lost)}" if lost else "nothing lost")
+            + (f" [run waves: {', '.join(f'{t:.0f}' for t in _RESULTS['wave_s'])} s]" if _RESULTS else ""))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,6 +73,13 @@ def print_summary(request):
         capture = request.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             print("\n" + summary_line(), flush=True)  # past pytest's capture, so it shows on success too
+            if _WS is not None and request.session.testsfailed:
+                print(f"reliability runs kept for inspection in {_WS}", flush=True)
+        if _WS is not None and not request.session.testsfailed:
+            for folder in (_WS / "ro_parent", _WS / "ro_probe", _WS / "runs" / "ro_checkpoints" / "checkpoints"):
+                if folder.is_dir():
+                    folder.chmod(0o755)  # the read-only test folders, so that rmtree can empty them
+            shutil.rmtree(_WS, ignore_errors=True)
 
 
 # ---- workspace: corpus, data cache, compile cache -----------------------------------------------
@@ -103,9 +114,19 @@ def base_overrides(ws: Path) -> dict[str, str]:
     }
 
 
-def workspace(tmp_path_factory) -> Path:
-    """One folder per session: corpus written and data prepared once, before any parallel run."""
-    ws = tmp_path_factory.getbasetemp() / "reliability"
+_WS: Optional[Path] = None
+
+
+def workspace() -> Path:
+    """One folder per session: corpus written and data prepared once, before any parallel run.
+
+    Its own temporary folder rather than pytest's basetemp: pytest sessions running side by side
+    on one machine delete each other's older basetemps. Removed at the end unless a test failed.
+    """
+    global _WS
+    if _WS is None:
+        _WS = Path(tempfile.mkdtemp(prefix="attention-lab-reliability-"))
+    ws = _WS
     if not (ws / "ready").exists():
         make_corpus(ws / "corpus")
         from data.pipeline import prepare
@@ -252,10 +273,10 @@ def unprivileged_prefix(probe_dir: Path) -> Optional[tuple]:
 _RESULTS: Optional[dict] = None
 
 
-def scenarios(tmp_path_factory) -> dict:
+def scenarios() -> dict:
     global _RESULTS
     if _RESULTS is None:
-        _RESULTS = run_all(workspace(tmp_path_factory))
+        _RESULTS = run_all(workspace())
     return _RESULTS
 
 
@@ -322,7 +343,6 @@ def run_all(ws: Path) -> dict:
         r["sigterm_resumed"] = Run(ws, "sigterm_resumed", run_dir=sigterm.run_dir, argv=argv)
     wait_all(r, time.time() + TIMEOUT_S)
     r["wave_s"] = (t1 - t0, t2 - t1, time.time() - t2)
-    print(f"\nreliability runs: waves of {', '.join(f'{t:.0f}' for t in r['wave_s'])} s")
     return r
 
 
@@ -351,8 +371,8 @@ def resume_argv(out: str) -> Optional[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
-    return scenarios(tmp_path_factory)
+def runs() -> dict:
+    return scenarios()
 
 
 def assert_clean_error(run: Run, *needles: str) -> None:

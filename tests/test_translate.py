@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import run_cli
 from tests.test_evaluate import FAST_XLA, STEPS, lines, train_tiny_run
 
+pytestmark = pytest.mark.slow  # trains a model (subprocess) once per session
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -89,20 +89,24 @@ def summary_line(split: str, result: dict) -> str:
 
 def evaluate(args) -> dict:
     """Decode and score one split; write the eval files; return what went into the JSON."""
-    from data.pipeline import PreparedData
-    from train.generate import Generator
-    from train.metrics import generation_scores
     from train.run_loading import (check_run_dir, enable_compilation_cache, load_config, load_run,
-                                   load_tokenizer, quiet_logs)
+                                   load_tokenizer, quiet_logs, require_checkpoint_dir)
 
     quiet_logs()
-    # The data first: a wrong split or a missing corpus is reported before the model is read.
+    # Cheap checks, then the data: a missing checkpoint, a wrong split or a missing corpus is
+    # reported before the model is read.
     run_dir = check_run_dir(Path(args.run_dir))
     cfg = load_config(run_dir)
+    require_checkpoint_dir(run_dir)
     decode = decode_config(cfg.decode, args.decode)
     dataset = load_split(cfg, load_tokenizer(run_dir), args.split)
     run = load_run(run_dir, step=args.step)
     enable_compilation_cache(cfg)
+
+    from data.pipeline import PreparedData  # imported late: errors above answer in a second or two
+    from train.generate import Generator
+    from train.metrics import generation_scores
+
     if args.limit is not None:
         dataset = dataset.select(range(min(max(args.limit, 0), len(dataset))))
     if len(dataset) == 0:

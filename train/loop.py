@@ -35,6 +35,7 @@ from train.generate import Generator
 from train.loggers import Loggers
 from train.metrics import primary_metric
 from train.optimizer import make_optimizer
+from train.probe import AttentionProbe
 from train.step import TrainState, create_state, make_eval_step, make_train_step, zero_metrics
 
 
@@ -135,11 +136,8 @@ class Trainer:
                        ("model", "data", "optim", "train", "decode", "logger")}}
         self.loggers = Loggers(self.run_dir, cfg.logger, config_dict, name=self.run_dir.name,
                                group=group_name(self.group, cfg), wandb_run_id=wandb_id)
-        self.probe = None
-        try:  # attention maps at each validation (train/probe.py)
-            from train.probe import AttentionProbe
-
-            self.probe = AttentionProbe(self.graphdef, self.data, cfg, self.run_dir)
+        # Attention maps and per-head statistics at each validation (its own jitted step).
+        self.probe = AttentionProbe(self.graphdef, self.data, cfg, self.run_dir)
         except ImportError:
             pass
         # Best cross-attention head's word-alignment F1 against gold links (train/alignment.py) on
@@ -246,8 +244,7 @@ class Trainer:
         if self.alignment is not None:  # val/align_f1, val/align_aer, val/align_f1_layer_avg
             results.update(self.alignment.run(self.state.params))
         self.loggers.scalars(step, results)
-        if self.probe is not None:
-            self.probe.run(step, self.state.params, self.loggers)
+        self.probe.run(step, self.state.params, self.loggers)
         return results
 
     # ---- the loop -----------------------------------------------------------------------

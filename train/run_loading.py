@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -93,10 +94,8 @@ def quiet_logs() -> None:
     for name in ("absl", "orbax", "jax._src.xla_bridge", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="orbax")
-    import datasets
-
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    # Set before `datasets` is imported (it reads this then); importing it here would cost seconds.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 def enable_compilation_cache(cfg: Config) -> None:
@@ -201,6 +200,14 @@ def choose_step(checkpointer: Any, run_dir: Path, step: Optional[int]) -> int:
     return step
 
 
+def require_checkpoint_dir(run_dir: Path) -> Path:
+    """run_dir/checkpoints; RunError (cheap, no orbax import) when training never saved there."""
+    ckpt_dir = run_dir / "checkpoints"
+    if not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir()):
+        raise _no_checkpoint(run_dir)
+    return ckpt_dir
+
+
 def _no_checkpoint(run_dir: Path) -> RunError:
     return RunError(
         f"{run_dir} has no checkpoint yet. Training saves one at every validation "
@@ -276,9 +283,7 @@ def load_run(run_dir: Path | str, step: Optional[int] = None) -> LoadedRun:
     run_dir = check_run_dir(Path(run_dir))
     cfg = load_config(run_dir)
     tokenizer = load_tokenizer(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    if not ckpt_dir.is_dir():
-        raise _no_checkpoint(run_dir)
+    ckpt_dir = require_checkpoint_dir(run_dir)
 
     import jax  # imported only now: the checks above answer in a second
     from flax import nnx

@@ -122,11 +122,11 @@ def translate(args, stdout: TextIO) -> int:
     from train.run_loading import enable_compilation_cache, load_run, quiet_logs
 
     quiet_logs()
+    source = open_input(args.input)  # a missing input file is reported before the model loads
     run = load_run(args.run_dir, step=args.step)
     decode = decode_config(run.config.decode, args.decode)
     enable_compilation_cache(run.config)
     translator = Translator(run, decode)
-    source = open_input(args.input)
     # On a terminal, answer each line as it is typed; otherwise read a batch at a time.
     size = 1 if args.input is None and sys.stdin.isatty() else decode.batch_size
     sink = open_output(args.output, stdout)
@@ -141,6 +141,8 @@ def translate(args, stdout: TextIO) -> int:
         sink.flush()
         if args.output is not None:
             sink.close()
+        if args.input is not None:
+            source.close()
     if translator.truncated > MAX_WARNINGS:
         print(f"warning: {translator.truncated} input lines in all were truncated.", file=sys.stderr)
     print(f"translated {written} lines", file=sys.stderr)
