@@ -2,7 +2,7 @@
 
     python -m train.bench                       # train + decode + data, ~2 min on 2 CPU cores
     python -m train.bench --only train          # one part (train | decode | data, comma-separated)
-    python -m train.bench --short               # CI: tiny step counts, same lines and keys
+    python -m train.bench --short               # CI: small model, few steps, same lines and keys
     python -m train.bench --preset gpu512       # d_model 512, 8 heads, 6+6 layers, bfloat16 (for GPUs)
     python -m train.bench --batch 128 --dtype bfloat16 --fsdp --steps 20 ...
 
@@ -53,7 +53,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                    tgt_len=64, dtype="bfloat16", steps=20, warmup=3),
 }
 GENERAL = dict(decode_batch=64, decode_reps=2, data_batches=0, peak_n=0)
-SHORT = dict(steps=2, warmup=1, decode_batch=4, decode_reps=1, data_batches=20, peak_n=512)
+# CI: a small model and a few steps, so the whole run takes seconds; same lines and keys,
+# but the figures are not the workload's.
+SHORT = dict(batch=8, src_len=16, tgt_len=16, steps=2, warmup=1, decode_batch=4, decode_reps=1,
+             data_batches=20, peak_n=512)
+SHORT_MODEL = {"default": dict(d_model=64, heads=4, ffn=256, layers=2, vocab=1000),
+               "gpu512": dict(vocab=1000)}  # gpu512 keeps its widths and depth: that is its point
 
 
 def log(msg: str) -> None:
@@ -110,7 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip train.sharding.configure_host_allocator (to measure what it buys)")
     a = p.parse_args(argv)
     # Precedence: explicit flags, then --short, then the preset, then the general defaults.
-    fill = {**GENERAL, **PRESETS[a.preset], **(SHORT if a.short else {})}
+    short = {**SHORT, **SHORT_MODEL[a.preset]} if a.short else {}
+    fill = {**GENERAL, **PRESETS[a.preset], **short}
     for key, value in fill.items():
         if getattr(a, key, None) is None:
             setattr(a, key, value)

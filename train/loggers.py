@@ -64,10 +64,12 @@ class TensorBoardLogger:
     TensorBoard at a sweep's folder and its HParams tab shows one row per run.
     """
 
-    def __init__(self, run_dir: Path, config: dict):
+    def __init__(self, run_dir: Path, config: dict, resume_step: Optional[int] = None):
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(logdir=str(Path(run_dir) / "tb"), flush_secs=10)
+        # On resume, purge events logged after the checkpoint so re-logged steps appear once.
+        purge = resume_step + 1 if resume_step is not None else None
+        self.writer = SummaryWriter(logdir=str(Path(run_dir) / "tb"), flush_secs=10, purge_step=purge)
         self.config = config
         self.tags: set[str] = set()  # scalar tags written so far
         self.last_step = 0
@@ -243,13 +245,14 @@ class Loggers:
     """Fan-out to the configured loggers. metrics.jsonl is always written (the record of truth)."""
 
     def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict, name: str,
-                 group: Optional[str] = None, wandb_run_id: Optional[str] = None):
+                 group: Optional[str] = None, wandb_run_id: Optional[str] = None,
+                 resume_step: Optional[int] = None):
         config = scrub_secrets(config)
         self.sinks: list[Any] = [JsonlLogger(run_dir)]
         self.wandb: Optional[WandbLogger] = None
         self.finished = False
         if cfg.tensorboard:
-            self.sinks.append(TensorBoardLogger(run_dir, config))
+            self.sinks.append(TensorBoardLogger(run_dir, config, resume_step))
         if cfg.wandb != "disabled":
             try:
                 self.wandb = WandbLogger(run_dir, cfg, config, name, group, wandb_run_id)

@@ -135,7 +135,8 @@ class Trainer:
         config_dict = {"seed": cfg.seed, "name": cfg.name, **{k: asdict(getattr(cfg, k)) for k in
                        ("model", "data", "optim", "train", "decode", "logger")}}
         self.loggers = Loggers(self.run_dir, cfg.logger, config_dict, name=self.run_dir.name,
-                               group=group_name(self.group, cfg), wandb_run_id=wandb_id)
+                               group=group_name(self.group, cfg), wandb_run_id=wandb_id,
+                               resume_step=self.start_step or None)
         # Attention maps and per-head statistics at each validation (its own jitted step).
         self.probe = AttentionProbe(self.graphdef, self.data, cfg, self.run_dir)
         except ImportError:

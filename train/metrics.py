@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sacrebleu
-from rouge_score import rouge_scorer
 
 
 def translation_scores(hypotheses: list[str], references: list[str]) -> dict:
@@ -22,6 +21,8 @@ def translation_scores(hypotheses: list[str], references: list[str]) -> dict:
 
 def summarization_scores(hypotheses: list[str], references: list[str]) -> dict:
     """Mean ROUGE-1/2/L F1 with Porter stemming (rouge-score, as in See et al. and BART)."""
+    from rouge_score import rouge_scorer  # imported here: it pulls in nltk, seconds of start-up
+
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
     for hyp, ref in zip(hypotheses, references):

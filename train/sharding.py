@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 # FSDP leaves arrays smaller than this replicated: biases and LayerNorm scales are cheap to
 # keep everywhere, and sharding them would only add tiny collectives.
-FSDP_MIN_SIZE = 2**14
+FSDP_MIN_SIZE = 2**12
 
 
 # ---- process set-up (call before anything touches a device) --------------------------------

@@ -13,6 +13,7 @@ Options: configs/translate.yaml. Decode options default to the run's own decode 
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -99,7 +100,8 @@ class Translator:
 def open_input(path: Optional[str]) -> TextIO:
     if path is None:
         # UTF-8 whatever the locale; undecodable bytes become U+FFFD instead of a crash.
-        sys.stdin.reconfigure(encoding="utf-8", errors="replace")
+        if isinstance(sys.stdin, io.TextIOWrapper):  # not when embedded (pytest's stdin, notebooks)
+            sys.stdin.reconfigure(encoding="utf-8", errors="replace")
         return sys.stdin
     try:
         return open(path, encoding="utf-8", errors="replace")
@@ -109,7 +111,8 @@ def open_input(path: Optional[str]) -> TextIO:
 
 def open_output(path: Optional[str], stdout: TextIO) -> TextIO:
     if path is None:
-        stdout.reconfigure(encoding="utf-8")  # whatever the locale says
+        if isinstance(stdout, io.TextIOWrapper):
+            stdout.reconfigure(encoding="utf-8")  # whatever the locale says
         return stdout
     try:
         return open(path, "w", encoding="utf-8")
