@@ -122,7 +122,8 @@ class Checkpointer:
                 metric = self.read_meta(step).get("metric")
             except Exception:  # unreadable checkpoints are not candidates
                 continue
-            if metric is not None and (best_metric is None or metric > best_metric):
+            # Ties go to the later step: with equal scores, the longer-trained model.
+            if metric is not None and (best_metric is None or metric >= best_metric):
                 best, best_metric = step, metric
         return best if best is not None else self.latest_step()
 

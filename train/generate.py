@@ -47,11 +47,16 @@ class Generator:
         return self.data.tokenizer.decode_batch(self.decode_ids(params, dataset))
 
     def score_split(self, params: Any, split: str, limit: Optional[int] = None,
-                    hyp_path: Optional[Path] = None) -> dict:
+                    hyp_path: Optional[Path] = None, prefix: Optional[int] = None) -> dict:
+        """Scores of the first `limit` examples (all when None). With `prefix`, also the scores
+        of the first `prefix` examples under "prefix", from the same hypotheses."""
         dataset = self.data.splits[split]
         n = len(dataset) if limit is None else min(limit, len(dataset))
         subset = dataset.select(range(n))
         hyps = self.translate(params, subset)
         if hyp_path is not None:
             Path(hyp_path).write_text("".join(h + "\n" for h in hyps))
-        return generation_scores(self.task, hyps, subset["target"])
+        scores = generation_scores(self.task, hyps, subset["target"])
+        if prefix is not None:
+            scores["prefix"] = generation_scores(self.task, hyps[:prefix], subset["target"][:prefix])
+        return scores

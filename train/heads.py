@@ -232,6 +232,8 @@ def markdown_summary(r: dict) -> str:
                     [[p["heads_off"], f"{p['share']:.0%}", p["val_loss"], round(p[m], 2), round(base - p[m], 2)]
                      for p in r["pruning_curve"]])
     lines += ["", f"**{r['prunable_share_1bleu']:.0%} of the heads can be switched off for less than 1 {M} lost.**"]
+    if base < 5:  # near the floor nothing can drop by a whole point: the share says little
+        lines += [f"(The unpruned model scores only {base:.2f} {M}; train longer for a meaningful share.)"]
     a = r["alignment"]
     if a is not None:
         out = a["output_rows"]

@@ -139,8 +139,6 @@ class Trainer:
                                resume_step=self.start_step or None)
         # Attention maps and per-head statistics at each validation (its own jitted step).
         self.probe = AttentionProbe(self.graphdef, self.data, cfg, self.run_dir)
-        except ImportError:
-            pass
         # Best cross-attention head's word-alignment F1 against gold links (train/alignment.py) on
         # the first val_bleu_examples validation pairs that have them; None without gold links.
         from train.alignment import AlignmentEvaluator, gold_reversed, length_buckets
@@ -239,9 +237,12 @@ class Trainer:
     def evaluate(self, step: int, final: bool = False) -> dict[str, float]:
         """Validation loss on the whole split; generation scores on a fixed subset (all at the end)."""
         results = self.validation_loss("validation")
-        limit = None if final else self.cfg.train.val_bleu_examples
-        scores = self.generator.score_split(self.state.params, "validation", limit=limit)
+        subset = self.cfg.train.val_bleu_examples
+        scores = self.generator.score_split(self.state.params, "validation", limit=None if final else subset,
+                                            prefix=subset)
         results.update({f"val/{k}": v for k, v in scores.items() if isinstance(v, (int, float))})
+        # Checkpoints are ranked on the same fixed subset at every validation, the final one included.
+        self.selection_metric = scores["prefix"][self.metric_name]
         if self.alignment is not None:  # val/align_f1, val/align_aer, val/align_f1_layer_avg
             results.update(self.alignment.run(self.state.params))
         self.loggers.scalars(step, results)
@@ -285,7 +286,7 @@ class Trainer:
                     faults.kill_self(f"after step {step}")
                 if step % cfg.train.eval_every == 0 and step != cfg.train.max_steps:
                     last_eval = self.evaluate(step)
-                    metric = last_eval.get(f"val/{self.metric_name}")
+                    metric = self.selection_metric
                     best_metric = metric if best_metric is None else max(best_metric, metric)
                     bar.write(f"step {step}: " + "  ".join(f"{k}={v:.3f}" for k, v in last_eval.items()))
                     self.save(metric)
@@ -299,7 +300,7 @@ class Trainer:
                     raise StopRequested()
             bar.close()
             last_eval = self.evaluate(cfg.train.max_steps, final=True)
-            self.save(last_eval.get(f"val/{self.metric_name}"))
+            self.save(self.selection_metric)
             summary = self.finish_summary(last_eval, throughput, time.time() - t_start)
             return summary
         except StopRequested:
