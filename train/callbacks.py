@@ -152,8 +152,11 @@ def validate_grid(master: DictConfig, config_loader: Any, max_points: int = 2000
     record = {"swept": swept, "sweeper": str(master.hydra.sweeper.get("_target_", "")),
               "points": points if basic and exact else None, "command": sys.argv}
     sweep_dir = Path(str(master.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    except OSError as e:  # an unwritable sweep folder is reported by train.faults.OutputDirCheck
+        log.warning("could not write %s: %s", sweep_dir / SWEEP_FILE, e)
     log.info("sweep: %d points valid (%s%.1f s)", len(checked), "" if exact else "interval ends; ",
              time.perf_counter() - tic)
     return configs

@@ -132,8 +132,8 @@ class Trainer:
         if dropped:
             print(f"metrics.jsonl: dropped {dropped} lines logged after step {self.start_step} by the "
                   f"interrupted run (they are logged again)")
-        config_dict = {"seed": cfg.seed, "name": cfg.name, **{k: asdict(getattr(cfg, k)) for k in
-                       ("model", "data", "optim", "train", "decode", "logger")}}
+        config_dict = {"seed": cfg.seed, "name": cfg.name, "group": group_name(self.group, cfg),
+                       **{k: asdict(getattr(cfg, k)) for k in ("model", "data", "optim", "train", "decode", "logger")}}
         self.loggers = Loggers(self.run_dir, cfg.logger, config_dict, name=self.run_dir.name,
                                group=group_name(self.group, cfg), wandb_run_id=wandb_id,
                                resume_step=self.start_step or None)
