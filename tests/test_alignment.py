@@ -9,8 +9,8 @@ import pytest
 from data.config import BOS_ID, EOS_ID, PAD_ID
 from data.tokenizer import SubwordTokenizer, build_tokenizer
 from train.alignment import (AlignmentCounts, AlignmentEvaluator, alignment_scores, argmax_links,
-                             best_aligner, example_batches, gold_matrix, key_words, query_words,
-                             score_cross_attention)
+                             best_aligner, diagonal_counts, example_batches, gold_matrix, key_words,
+                             query_words, score_cross_attention)
 
 
 def one_hot_rows(cols: list[int], s_len: int) -> np.ndarray:
@@ -79,6 +79,12 @@ def test_micro_average_over_sentences_and_layer_average_column():
     np.testing.assert_array_equal(again.hits, counts.hits)
 
 
+def test_diagonal_reference():
+    # 2 source words, 4 target words: target words 0, 1 -> source 0; 2, 3 -> source 1.
+    counts = diagonal_counts([[0, 1]], [[0, 1, 2, 3]], [[[0, 0], [1, 1], [1, 3]]])
+    assert (int(counts.hits), int(counts.predicted), counts.gold) == (2, 4, 3)
+
+
 def test_truncated_words_are_left_out_of_gold():
     # The model saw two target subwords (words 0, 1) of a longer sentence: the gold link to
     # target word 5 cannot be predicted and is not counted.
@@ -139,4 +145,5 @@ def test_evaluator_scores_planted_attention(tokenizer):
     assert ev.last["best"]["layer"] == 1 and ev.last["best"]["head"] == 1
     counts = ev.counts(None, (False, True))
     assert counts[True].scores()["f1"][1, 1] < 1.0
+    assert ev.diagonal().gold == counts[False].gold  # the reference scores the same pairs
     assert AlignmentEvaluator.build(None, ds.remove_columns("alignment"), tokenizer) is None

@@ -33,23 +33,23 @@ def test_experiments_compose():
         to_config(compose([f"experiment={option}"]))
 
 
-def test_defaults_are_the_embedded_corpus_and_small_model():
+def test_defaults_are_the_embedded_corpus_and_compact_model():
     cfg = to_config(compose())
     assert cfg.data.name == "bible_en_es" and cfg.data.source == "embedded"
-    assert (cfg.model.d_model, cfg.model.num_heads, cfg.model.encoder_layers) == (256, 4, 3)
+    assert (cfg.model.d_model, cfg.model.num_heads, cfg.model.encoder_layers) == (128, 4, 3)
 
 
 def test_head_semantics():
-    derived = to_config(compose(["model.num_heads=8"])).model
+    derived = to_config(compose(["model=small", "model.num_heads=8"])).model
     assert derived.resolved_head_dim == 32 and derived.attention_width == 256
-    fixed = to_config(compose(["model.num_heads=8", "model.head_dim=64"])).model
+    fixed = to_config(compose(["model=small", "model.num_heads=8", "model.head_dim=64"])).model
     assert fixed.resolved_head_dim == 64 and fixed.attention_width == 512
     both = to_config(compose(["model.num_layers=2"])).model
     assert both.encoder_layers == both.decoder_layers == 2
 
 
 def test_indivisible_heads_names_both_values():
-    with pytest.raises(ConfigError, match=r"num_heads=3.*d_model=256"):
+    with pytest.raises(ConfigError, match=r"num_heads=3.*d_model=128"):
         to_config(compose(["model.num_heads=3"]))
 
 
@@ -79,7 +79,7 @@ def test_cross_field_checks(override, message):
 def test_cli_bad_heads_fails_before_any_work(tmp_path):
     result = run_cli(["-m", "train", "model.num_heads=3", f"hydra.run.dir={tmp_path}/run"], timeout=120)
     assert result.returncode != 0
-    assert "num_heads=3" in result.stderr and "d_model=256" in result.stderr
+    assert "num_heads=3" in result.stderr and "d_model=128" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (Path(tmp_path) / "run" / "metrics.jsonl").exists()
 

@@ -160,6 +160,22 @@ def score_cross_attention(cross: np.ndarray, src_word_ids: Sequence[Sequence[int
     return counts
 
 
+def diagonal_counts(src_word_ids: Sequence[Sequence[int]], tgt_word_ids: Sequence[Sequence[int]],
+                    gold: Sequence[Sequence[Sequence[int]]]) -> AlignmentCounts:
+    """A reference aligner that needs no model: target word j of Wt links source word
+    floor((j + 0.5) * Ws / Wt), the length-scaled diagonal. Heads must beat it to show they learned
+    more than word order."""
+    counts = AlignmentCounts.zeros(())
+    for src_w, tgt_w, g in zip(src_word_ids, tgt_word_ids, gold):
+        shape = (int(np.max(src_w, initial=-1)) + 1, int(np.max(tgt_w, initial=-1)) + 1)
+        links = np.zeros(shape, dtype=bool)
+        if min(shape) > 0:
+            j = np.arange(shape[1])
+            links[np.minimum(((j + 0.5) * shape[0] / shape[1]).astype(int), shape[0] - 1), j] = True
+        counts.add_sentence(links, gold_matrix(g, shape))
+    return counts
+
+
 def best_aligner(scores: dict[str, np.ndarray], heads_only: bool = True) -> dict[str, Any]:
     """The (layer, head) with the highest F1 in an (L, H + 1) grid; head == "avg" for the last column."""
     f1 = scores["f1"][:, :-1] if heads_only else scores["f1"]
@@ -298,6 +314,12 @@ class AlignmentEvaluator:
                     cross[:, real], [self.src_words[i] for i in ids], [self.tgt_words[i] for i in ids],
                     [self.gold[i] for i in ids], out.get(s), shift=s)
         return out
+
+    def diagonal(self) -> AlignmentCounts:
+        """Counts of the length-scaled diagonal on the same pairs (see diagonal_counts)."""
+        ids = sorted(self.gold)
+        return diagonal_counts([self.src_words[i] for i in ids], [self.tgt_words[i] for i in ids],
+                               [self.gold[i] for i in ids])
 
     def run(self, params: nnx.State) -> dict[str, float]:
         """Validation scalars: the best head's F1 and AER, and the best layer average's F1."""

@@ -143,8 +143,10 @@ def analyse(args: Any) -> dict:
     if evaluator is not None:
         log(f"alignment: {evaluator.examples} pairs with gold links")
         counts = evaluator.counts(params, (False, True))
+        diagonal = evaluator.diagonal().scores()
         alignment = {"examples": evaluator.examples, "gold_links": counts[False].gold,
-                     "output_rows": alignment_block(counts[False]), "input_rows": alignment_block(counts[True])}
+                     "output_rows": alignment_block(counts[False]), "input_rows": alignment_block(counts[True]),
+                     "diagonal_baseline": {m: round(float(diagonal[m]), 4) for m in diagonal}}
     else:
         log("alignment: skipped (the split has no gold word alignments)")
 
@@ -248,7 +250,8 @@ def markdown_summary(r: dict) -> str:
         b, la, sh = out["best_head"], out["best_layer_average"], a["input_rows"]["best_head"]
         lines += ["", f"Best head: layer {b['layer']} head {b['head']}: {desc(b)}.",
                   f"Best layer average: layer {la['layer']}: {desc(la)}.",
-                  f"With rows = input token (shift-att): best head layer {sh['layer']} head {sh['head']}: {desc(sh)}."]
+                  f"With rows = input token (shift-att): best head layer {sh['layer']} head {sh['head']}: {desc(sh)}.",
+                  f"Reference without a model, the length-scaled diagonal: {desc(a['diagonal_baseline'])}."]
     return "\n".join(lines) + "\n"
 
 
