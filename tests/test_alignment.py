@@ -10,7 +10,7 @@ from data.config import BOS_ID, EOS_ID, PAD_ID
 from data.tokenizer import SubwordTokenizer, build_tokenizer
 from train.alignment import (AlignmentCounts, AlignmentEvaluator, alignment_scores, argmax_links,
                              best_aligner, diagonal_counts, example_batches, gold_matrix, key_words,
-                             query_words, score_cross_attention)
+                             oracle_counts, query_words, score_cross_attention)
 
 
 def one_hot_rows(cols: list[int], s_len: int) -> np.ndarray:
@@ -85,6 +85,12 @@ def test_diagonal_reference():
     assert (int(counts.hits), int(counts.predicted), counts.gold) == (2, 4, 3)
 
 
+def test_oracle_ceiling():
+    # Target word 0 has two subwords and two gold sources: both found; word 1 has none: one wrong link.
+    counts = oracle_counts([[0, 1, 2]], [[0, 0, 1]], [[[0, 0], [2, 0]]])
+    assert (int(counts.hits), int(counts.predicted), counts.gold) == (2, 3, 2)
+
+
 def test_truncated_words_are_left_out_of_gold():
     # The model saw two target subwords (words 0, 1) of a longer sentence: the gold link to
     # target word 5 cannot be predicted and is not counted.
@@ -145,5 +151,6 @@ def test_evaluator_scores_planted_attention(tokenizer):
     assert ev.last["best"]["layer"] == 1 and ev.last["best"]["head"] == 1
     counts = ev.counts(None, (False, True))
     assert counts[True].scores()["f1"][1, 1] < 1.0
-    assert ev.diagonal().gold == counts[False].gold  # the reference scores the same pairs
+    assert ev.diagonal().gold == ev.oracle().gold == counts[False].gold  # references: the same pairs
+    assert ev.oracle().scores()["f1"] == 1.0  # identity gold, one word per link: reachable
     assert AlignmentEvaluator.build(None, ds.remove_columns("alignment"), tokenizer) is None

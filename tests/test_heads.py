@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -208,5 +207,5 @@ def test_heads_command_end_to_end(short_run):
     logged = [json.loads(line) for line in (short_run / "metrics.jsonl").read_text().splitlines()]
     assert any("val/align_f1" in m for m in logged)  # the training loop's validation hook
     assert r["best_alignment_f1"] == a["output_rows"]["best_head"]["f1"]
-    assert set(a["diagonal_baseline"]) == {"precision", "recall", "f1", "aer"}
+    assert set(a["diagonal_baseline"]) == set(a["argmax_ceiling"]) == {"precision", "recall", "f1", "aer"}
     assert "## Pruning" in printed and "## Alignment" in printed and "of the heads can be switched off" in printed

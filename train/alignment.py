@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from data.config import BOS_ID, EOS_ID, PAD_ID
+from data.config import BOS_ID, PAD_ID
 
 METRICS = ("precision", "recall", "f1", "aer")
 
@@ -173,6 +173,28 @@ def diagonal_counts(src_word_ids: Sequence[Sequence[int]], tgt_word_ids: Sequenc
             j = np.arange(shape[1])
             links[np.minimum(((j + 0.5) * shape[0] / shape[1]).astype(int), shape[0] - 1), j] = True
         counts.add_sentence(links, gold_matrix(g, shape))
+    return counts
+
+
+def oracle_counts(src_word_ids: Sequence[Sequence[int]], tgt_word_ids: Sequence[Sequence[int]],
+                  gold: Sequence[Sequence[Sequence[int]]]) -> AlignmentCounts:
+    """A ceiling for argmax aligners, which give each target subword one source word: subword k
+    of target word j picks its gold source words in turn (the k-th, cycling); a word without gold
+    links still gets one (wrong) link, as an argmax must. Gold links are many-to-many, so even this
+    recalls only part of them."""
+    counts = AlignmentCounts.zeros(())
+    for src_w, tgt_w, g in zip(src_word_ids, tgt_word_ids, gold):
+        shape = (int(np.max(src_w, initial=-1)) + 1, int(np.max(tgt_w, initial=-1)) + 1)
+        gold_m = gold_matrix(g, shape)
+        links = np.zeros(shape, dtype=bool)
+        seen: dict[int, int] = {}
+        for w in tgt_w:
+            if w < 0 or shape[0] == 0:
+                continue
+            k = seen[w] = seen.get(w, -1) + 1
+            sources = np.flatnonzero(gold_m[:, w])
+            links[sources[k % sources.size] if sources.size else 0, w] = True
+        counts.add_sentence(links, gold_m)
     return counts
 
 
@@ -320,6 +342,12 @@ class AlignmentEvaluator:
         ids = sorted(self.gold)
         return diagonal_counts([self.src_words[i] for i in ids], [self.tgt_words[i] for i in ids],
                                [self.gold[i] for i in ids])
+
+    def oracle(self) -> AlignmentCounts:
+        """Counts of the gold-guided argmax ceiling on the same pairs (see oracle_counts)."""
+        ids = sorted(self.gold)
+        return oracle_counts([self.src_words[i] for i in ids], [self.tgt_words[i] for i in ids],
+                             [self.gold[i] for i in ids])
 
     def run(self, params: nnx.State) -> dict[str, float]:
         """Validation scalars: the best head's F1 and AER, and the best layer average's F1."""

@@ -81,10 +81,10 @@ def pruning_figure(curve: Sequence[dict], share_1bleu: float, metric: str = "ble
     return fig
 
 
-def alignment_figure(panels: dict[str, np.ndarray]) -> Figure:
+def alignment_figure(panels: dict[str, np.ndarray], note: str = "") -> Figure:
     """Alignment F1 of every cross-attention head (+ the layer's head average), one panel per
-    query convention: {title: (L, H + 1) F1}."""
-    fig = Figure(figsize=(1.2 + 3.8 * len(panels), 3.4), layout="constrained")
+    query convention: {title: (L, H + 1) F1}; `note` goes under the panels."""
+    fig = Figure(figsize=(1.2 + 3.8 * len(panels), 3.6 if note else 3.4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     vmax = max(float(np.max(v)) for v in panels.values()) or 1.0
     for ax, (title, f1) in zip(axes, panels.items()):
@@ -93,4 +93,6 @@ def alignment_figure(panels: dict[str, np.ndarray]) -> Figure:
         ax.axvline(f1.shape[1] - 1.5, color="white", lw=2)
     fig.colorbar(im, ax=list(axes), label="F1 against gold links")
     fig.suptitle("Cross-attention argmax word alignments (teacher forcing)")
+    if note:
+        fig.supxlabel(note, fontsize=8)
     return fig

@@ -103,7 +103,6 @@ def analyse(args: Any) -> dict:
     from train.generate import Generator
     from train.head_importance import (gates_without, head_importance, make_gate_grad_fn, make_gated_decode_fn,
                                        make_loss_fn, prunable_share, pruning_order, pruning_steps)
-    from train.head_plots import alignment_figure, importance_figure, pruning_figure, save
     from train.metrics import generation_scores, primary_metric
     from train.run_loading import enable_compilation_cache, load_run, quiet_logs
 
@@ -143,10 +142,11 @@ def analyse(args: Any) -> dict:
     if evaluator is not None:
         log(f"alignment: {evaluator.examples} pairs with gold links")
         counts = evaluator.counts(params, (False, True))
-        diagonal = evaluator.diagonal().scores()
+        references = {"diagonal_baseline": evaluator.diagonal().scores(),  # no model: word order alone
+                      "argmax_ceiling": evaluator.oracle().scores()}  # the best one link per subword can do
         alignment = {"examples": evaluator.examples, "gold_links": counts[False].gold,
                      "output_rows": alignment_block(counts[False]), "input_rows": alignment_block(counts[True]),
-                     "diagonal_baseline": {m: round(float(diagonal[m]), 4) for m in diagonal}}
+                     **{name: {m: round(float(v), 4) for m, v in sc.items()} for name, sc in references.items()}}
     else:
         log("alignment: skipped (the split has no gold word alignments)")
 
@@ -198,14 +198,28 @@ def analyse(args: Any) -> dict:
         "wall_s": round(time.time() - t0, 1),
     }
     (out_dir / "heads.json").write_text(json.dumps(result, indent=1) + "\n")
-    save(importance_figure(imp["normalized"], rank), out_dir / "importance.png")
-    save(pruning_figure(curve, share, metric), out_dir / "pruning_curve.png")
-    if alignment is not None:
-        save(alignment_figure({"rows = predicted token (reported)": f1_grid(alignment["output_rows"]),
-                               "rows = input token (shift-att)": f1_grid(alignment["input_rows"])}),
-             out_dir / "alignment.png")
+    write_figures(result, out_dir)
     (out_dir / "summary.md").write_text(markdown_summary(result))
     return result
+
+
+def write_figures(result: dict, out_dir: Path) -> None:
+    """The three PNGs, drawn from heads.json's content alone (so they can be redrawn from it)."""
+    from train.head_plots import alignment_figure, importance_figure, pruning_figure, save
+
+    imp = result["importance"]
+    save(importance_figure({k: np.array(v["normalized"]) for k, v in imp.items()},
+                           {k: np.array(v["pruning_rank"]) for k, v in imp.items()}), out_dir / "importance.png")
+    save(pruning_figure(result["pruning_curve"], result["prunable_share_1bleu"], result["metric"]),
+         out_dir / "pruning_curve.png")
+    a = result["alignment"]
+    if a is not None:
+        note = (f"{a['examples']} pairs, {a['gold_links']} gold links.  References: length-scaled diagonal "
+                f"F1 {a['diagonal_baseline']['f1']:.3f} (no model); argmax ceiling F1 "
+                f"{a['argmax_ceiling']['f1']:.3f} (gold-guided, one link per subword)")
+        save(alignment_figure({"rows = predicted token (reported)": f1_grid(a["output_rows"]),
+                               "rows = input token (shift-att)": f1_grid(a["input_rows"])}, note),
+             out_dir / "alignment.png")
 
 
 # ---- the Markdown summary ---------------------------------------------------------------------
@@ -251,7 +265,8 @@ def markdown_summary(r: dict) -> str:
         lines += ["", f"Best head: layer {b['layer']} head {b['head']}: {desc(b)}.",
                   f"Best layer average: layer {la['layer']}: {desc(la)}.",
                   f"With rows = input token (shift-att): best head layer {sh['layer']} head {sh['head']}: {desc(sh)}.",
-                  f"Reference without a model, the length-scaled diagonal: {desc(a['diagonal_baseline'])}."]
+                  f"Reference without a model, the length-scaled diagonal: {desc(a['diagonal_baseline'])}.",
+                  f"Ceiling for argmax aligners (gold-guided, one link per subword): {desc(a['argmax_ceiling'])}."]
     return "\n".join(lines) + "\n"
 
 
