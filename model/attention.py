@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from model.dropout import dropout as apply_dropout
+
 # Finite stand-in for -inf: a fully masked row then softmaxes to finite values instead of NaN.
 _MASK_VALUE = -1e9
 
@@ -83,7 +85,6 @@ class MultiHeadAttention(nnx.Module):
             self.q = linear(d_model, width)
             self.kv = linear(d_model, 2 * width, 2)
         self.out = linear(width, d_model)
-        self.dropout = nnx.Dropout(dropout)
 
     def _heads(self, x: jax.Array, num: int) -> list[jax.Array]:
         """(B, T, num * W) -> num arrays (B, T, H, K)."""
@@ -118,14 +119,23 @@ class MultiHeadAttention(nnx.Module):
         """One step of cached causal self-attention.
 
         x: (B, 1, D) the new token; cache: {"k", "v"} (B, L, H, K) for slots < position;
-        position: (B,) int, the slot to write. Returns ((B, 1, D), new cache).
+        position: the slot to write, an int scalar shared by all rows (what greedy and beam
+        search use: one slice update) or (B,) per row (a scatter, much slower on the CPU).
+        Returns ((B, 1, D), new cache).
         """
         q, k, v = self._heads(self.qkv(x), 3)  # each (B, 1, H, K)
-        rows = jnp.arange(x.shape[0])
-        cache = {"k": cache["k"].at[rows, position].set(k[:, 0].astype(cache["k"].dtype)),
-                 "v": cache["v"].at[rows, position].set(v[:, 0].astype(cache["v"].dtype))}
+        position = jnp.asarray(position, jnp.int32)
+        if position.ndim == 0:
+            cache = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], new.astype(cache[name].dtype),
+                                                               position, axis=1)
+                     for name, new in (("k", k), ("v", v))}
+        else:
+            rows = jnp.arange(x.shape[0])
+            cache = {name: cache[name].at[rows, position].set(new[:, 0].astype(cache[name].dtype))
+                     for name, new in (("k", k), ("v", v))}
         slots = jnp.arange(cache["k"].shape[1])
-        mask = (slots[None, :] <= position[:, None])[:, None, None, :]  # (B, 1, 1, L)
+        visible = slots[None, :] <= jnp.broadcast_to(position, (x.shape[0],))[:, None]  # (B, L)
+        mask = visible[:, None, None, :]  # (B, 1, 1, L)
         out = self._attend(q, cache["k"], cache["v"], mask, None, head_gates, False)
         return out, cache
 
@@ -156,6 +166,6 @@ class MultiHeadAttention(nnx.Module):
         weights = jax.nn.softmax(logits, axis=-1)
         if mask is not None:
             weights = jnp.where(mask, weights, 0.0)  # fully masked rows -> all zero, not uniform
-        dropped = self.dropout(weights, rngs=dropout_key, deterministic=dropout_key is None)
+        dropped = apply_dropout(weights, self.dropout_rate, dropout_key)
         out = jnp.einsum("bhts,bshk->bthk", dropped.astype(v.dtype), v)  # (B, T, H, K)
         return out, weights

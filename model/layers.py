@@ -15,6 +15,7 @@ from flax import nnx
 
 from model.attention import MultiHeadAttention
 from model.config import ModelConfig
+from model.dropout import dropout
 
 _xavier = nnx.initializers.xavier_uniform()
 
@@ -97,13 +98,13 @@ class _Sublayers(nnx.Module):
         self.pre_norm = cfg.norm == "pre"
         self.norms = nnx.List([nnx.LayerNorm(cfg.d_model, epsilon=1e-5, rngs=rngs)
                                for _ in range(num_norms)])
-        self.dropout = nnx.Dropout(cfg.dropout)
+        self.dropout_rate = cfg.dropout
 
     def _input(self, x: jax.Array, i: int) -> jax.Array:
         return self.norms[i](x) if self.pre_norm else x
 
     def _residual(self, x: jax.Array, y: jax.Array, i: int, key: jax.Array | None) -> jax.Array:
-        y = self.dropout(y, rngs=key, deterministic=key is None).astype(x.dtype)
+        y = dropout(y, self.dropout_rate, key).astype(x.dtype)
         return x + y if self.pre_norm else self.norms[i](x + y)
 
 
@@ -166,7 +167,7 @@ class DecoderLayer(_Sublayers):
                     cross_mask: jax.Array, *, head_gates: dict | None = None):
         """Incremental version of __call__ for one new token (no dropout).
 
-        x: (B, 1, D); cache: {"k", "v"} (B, L, H, K); position: (B,); cross_kv: {"k", "v"}
+        x: (B, 1, D); cache: {"k", "v"} (B, L, H, K); position: () or (B,); cross_kv: {"k", "v"}
         (B, S, H, K); cross_mask: (B, 1, 1, S). Returns ((B, 1, D), new cache).
         """
         gates = head_gates or {}

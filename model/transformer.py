@@ -24,6 +24,7 @@ from flax import nnx
 
 from model.attention import causal_mask, padding_mask, segment_mask
 from model.config import ModelConfig
+from model.dropout import dropout
 from model.layers import (DecoderLayer, EncoderLayer, LearnedPositions, SinusoidalPositions,
                           TokenEmbedding, fold_key)
 
@@ -49,7 +50,7 @@ class Transformer(nnx.Module):
             self.positions = LearnedPositions(cfg.max_len, cfg.d_model, rngs=rngs)
         else:
             self.positions = SinusoidalPositions(cfg.d_model)
-        self.dropout = nnx.Dropout(cfg.dropout)
+        self.dropout_rate = cfg.dropout
         self.encoder_layers = nnx.List([EncoderLayer(cfg, rngs=rngs)
                                         for _ in range(cfg.encoder_layers)])
         self.decoder_layers = nnx.List([DecoderLayer(cfg, rngs=rngs)
@@ -91,7 +92,7 @@ class Transformer(nnx.Module):
 
     def _embed(self, tokens: jax.Array, positions: jax.Array, key: jax.Array | None) -> jax.Array:
         x = self.embed(tokens) + self.positions(positions)  # (B, T, D) float32
-        return self.dropout(x, rngs=key, deterministic=key is None)
+        return dropout(x, self.dropout_rate, key)
 
     def _logits(self, x: jax.Array) -> jax.Array:
         if self.cfg.tie_embeddings:
@@ -199,8 +200,9 @@ class Transformer(nnx.Module):
         sequence per row: it attends to every non-padding source token (src_segments != 0).
         """
         b = token.shape[0]
-        position = jnp.broadcast_to(jnp.asarray(position, jnp.int32), (b,))
-        x = self._embed(token[:, None], position[:, None], None)  # (B, 1, D)
+        position = jnp.asarray(position, jnp.int32)  # a scalar stays one: a slice update of the cache
+        positions = jnp.broadcast_to(position, (b,))[:, None]  # (B, 1)
+        x = self._embed(token[:, None], positions, None)  # (B, 1, D)
         cross_mask = padding_mask(src_segments)  # (B, 1, 1, S)
         gates = self._gates(head_gates)
         new_cache = []

@@ -85,6 +85,25 @@ def test_incremental_decoding_equals_full_forward(setup):
     np.testing.assert_allclose(incremental, full, atol=1e-5, rtol=1e-5)
 
 
+def test_cache_write_by_shared_position_equals_per_row_positions(setup):
+    """A scalar position updates the cache with one slice; (B,) positions scatter: same result."""
+    graphdef, state, src = setup
+
+    def both(model, src):
+        src_seg = (src != PAD).astype(jnp.int32)
+        cross_kv = model.precompute_cross(model.encode(src, src_seg))
+        cache = model.init_cache(src.shape[0], MAX_LEN)
+        token = jnp.full((src.shape[0],), BOS, jnp.int32)
+        shared = model.decode_step(token, 3, cache, cross_kv, src_seg)
+        per_row = model.decode_step(token, jnp.full((src.shape[0],), 3), cache, cross_kv, src_seg)
+        return shared, per_row
+
+    shared, per_row = jit_with_model(graphdef, both)(state, src)
+    for a, b in zip(jax.tree_util.tree_leaves(shared), jax.tree_util.tree_leaves(per_row)):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(np.asarray(shared[1][0]["k"][:, 3])).sum() > 0  # slot 3 was written
+
+
 def test_greedy_cached_equals_uncached(setup, greedy):
     graphdef, state, src = setup
     uncached = jit_with_model(graphdef, greedy_decode, max_len=MAX_LEN, max_len_a=A,

@@ -178,8 +178,8 @@ def short_run(tmp_path_factory) -> Path:
         "-m", "train", "model=tiny", "model.d_model=32", "model.num_heads=2", "model.ffn_dim=64",
         "model.num_layers=1", "model.max_len=16", f"data.path={tmp / 'corpus'}", f"data.cache_dir={tmp / 'cache'}",
         "data.test_split=null", "data.vocab_size=100", "data.max_source_len=16", "data.max_target_len=16",
-        "data.bucket_lengths=[16]", "data.max_tokens=256", "train.max_steps=10", "train.eval_every=1000",
-        "train.log_every=10", "train.checkpoint_every=0", "train.val_bleu_examples=4", "train.probe_examples=0",
+        "data.bucket_lengths=[16]", "data.max_tokens=256", "train.max_steps=10", "train.eval_every=5",
+        "train.log_every=10", "train.checkpoint_every=0", "train.val_bleu_examples=4", "train.probe_examples=2",
         "train.progress=false", "train.compilation_cache=null", "decode.batch_size=8", "logger=jsonl",
         f"hydra.run.dir={run_dir}"], env=FAST_XLA)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -209,3 +209,20 @@ def test_heads_command_end_to_end(short_run):
     assert r["best_alignment_f1"] == a["output_rows"]["best_head"]["f1"]
     assert set(a["diagonal_baseline"]) == set(a["argmax_ceiling"]) == {"precision", "recall", "f1", "aer"}
     assert "## Pruning" in printed and "## Alignment" in printed and "of the heads can be switched off" in printed
+
+
+@pytest.mark.slow
+def test_attention_figures_command_end_to_end(short_run, tmp_path):
+    """docs/attention.md's pictures come from this command; it must keep running on a real run."""
+    out = tmp_path / "figures"
+    proc = run_cli(["-m", "train.attention_figures", f"run_dir={short_run}", f"out={out}"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("step 10: sharpest cross-attention head: layer 0 head ")
+    for name in ("cross_attention.png", "positional_head.png", "entropy_over_training.png", "figures.json"):
+        assert (out / name).is_file(), name
+    r = json.loads((out / "figures.json").read_text())
+    assert r["probe_steps"] == [0, 5, 10] and r["step"] == 10  # step 0: the maps at initialisation
+    assert set(r["entropy"]["cross"]) == {"0", "5", "10"} and len(r["entropy"]["cross"]["10"][0]) == 2  # 1 layer x 2 heads
+
+    bad = run_cli(["-m", "train.attention_figures", f"run_dir={short_run}", "step=7"])
+    assert bad.returncode == 2 and "step=7 has no probe" in bad.stderr and "[0, 5, 10]" in bad.stderr

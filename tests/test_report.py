@@ -126,3 +126,20 @@ def test_bad_directory_is_a_clear_error(tmp_path: Path, capsys):
 def test_sparkline():
     assert sparkline([3.0, 2.0, 1.0]) == "█▅▁"
     assert sparkline([1.0, 1.0]) == "▁▁"
+
+
+def test_head_analysis_columns_appear_when_a_run_has_one(sweep_dir: Path):
+    """`train.heads` writes heads/heads.json; the report shows its prunable share and best F1."""
+    assert "prunable heads" not in build_report(sweep_dir, plots=False)["table"]  # none yet: narrow table
+    run = next(sweep_dir.glob("2_*"))  # heads=1 seed=0, finished
+    (run / "heads").mkdir()
+    (run / "heads" / "heads.json").write_text(json.dumps({"prunable_share_1bleu": 0.25, "best_alignment_f1": 0.4123}))
+    report = build_report(sweep_dir, plots=False)
+    first = report["rows"][0]
+    assert first["prunable heads"] == 0.25 and first["best align F1"] == 0.4123
+    assert report["rows"][1]["prunable heads"] is None
+    header, _, row = report["table"].splitlines()[:3]
+    assert "| prunable heads | best align F1 |" in header
+    assert "| 25% | 0.412 |" in row
+    with open(sweep_dir / "report" / "report.csv") as f:
+        assert next(csv.DictReader(f))["best align F1"] == "0.4123"

@@ -19,6 +19,9 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     """Train; return the final validation metric (what sweepers such as Optuna optimise)."""
     from data.errors import DataError  # imported late: a bad config fails before heavy imports
+    from train.host_allocator import configure_host_allocator
+
+    configure_host_allocator()  # before JAX starts its threads: ~10% faster steps on the CPU
 
     try:
         config = to_config(cfg)

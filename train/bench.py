@@ -15,8 +15,9 @@ Lines (each has "name"):
 
 The train workload is the peer PyTorch script's (../shared/bench/torch_reference.py): 64
 pairs of 32 source + 32 target tokens, one pair per row (no padding), vocab 8000, AdamW,
-label smoothing 0.1, dropout 0.1, float32, d_model 256 / 4 heads / FFN 1024 / 3+3 layers
-(the project's default model, `model=small`). Run both in one session and compare ratios.
+label smoothing 0.1, dropout 0.1 (on the attention weights too, as nn.Transformer applies it,
+so the step takes the explicit attention path), float32, d_model 256 / 4 heads / FFN 1024 /
+3+3 layers (`model=small`). Run both in one session and compare ratios.
 
 FLOP counting (model/flops.py has the formula per part): matmul FLOPs of forward plus
 backward only. Every dense weight of P parameters costs 6 FLOPs per parameter per token it
@@ -89,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--vocab", type=int)
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     g.add_argument("--dropout", type=float, default=0.1)
+    g.add_argument("--attention-dropout", type=float, default=None,
+                   help="dropout on the attention weights (default: --dropout, as nn.Transformer does)")
     g.add_argument("--attention-impl", choices=["fast", "explicit"], default="fast")
     g.add_argument("--remat", action="store_true", help="model.remat: recompute layer activations")
     g.add_argument("--torch-like", action="store_true",
@@ -112,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--data-batches", type=int, help="batches to time (default 0: one whole epoch)")
     g.add_argument("--peak-n", type=int, help="matmul size for the peak (default: by platform)")
     g.add_argument("--no-host-allocator-fix", action="store_true",
-                   help="skip train.sharding.configure_host_allocator (to measure what it buys)")
+                   help="skip train.host_allocator.configure_host_allocator (to measure what it buys)")
     a = p.parse_args(argv)
     # Precedence: explicit flags, then --short, then the preset, then the general defaults.
     short = {**SHORT, **SHORT_MODEL[a.preset]} if a.short else {}
@@ -127,12 +130,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
+def attention_dropout(a: argparse.Namespace) -> float:
+    return a.dropout if a.attention_dropout is None else a.attention_dropout
+
+
 def model_config(a: argparse.Namespace):
     from model.config import ModelConfig
 
     return ModelConfig(
         d_model=a.d_model, num_heads=a.heads, ffn_dim=a.ffn, num_encoder_layers=a.layers,
-        num_decoder_layers=a.layers, dropout=a.dropout, dtype=a.dtype, attention_impl=a.attention_impl,
+        num_decoder_layers=a.layers, dropout=a.dropout, attention_dropout=attention_dropout(a),
+        dtype=a.dtype, attention_impl=a.attention_impl,
         remat=a.remat, max_len=max(512, a.src_len, a.tgt_len),
         **(dict(positions="learned", tie_embeddings=False) if a.torch_like else {}),
     ).validate()
@@ -278,7 +286,8 @@ def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer) -> dict:
         "steps": a.steps, "batch": a.batch, "src_len": a.src_len, "tgt_len": a.tgt_len,
         "rows_per_device": int(sharded[0]),
         "d_model": a.d_model, "heads": a.heads, "ffn": a.ffn, "layers": a.layers, "vocab": a.vocab,
-        "dtype": a.dtype, "dropout": a.dropout, "fsdp": a.fsdp, "remat": a.remat,
+        "dtype": a.dtype, "dropout": a.dropout,
+        "attention_dropout": attention_dropout(a), "fsdp": a.fsdp, "remat": a.remat,
         "grad_accum": a.grad_accum, "attention_impl": a.attention_impl, "torch_like": a.torch_like,
     }
 
@@ -423,7 +432,7 @@ def bench_data(a: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     if not a.no_host_allocator_fix:
-        from train.sharding import configure_host_allocator
+        from train.host_allocator import configure_host_allocator
 
         configure_host_allocator()  # before JAX starts its threads
     import jax

@@ -262,6 +262,8 @@ class Trainer:
                   f"train.max_steps to train on.")
             return summary
         self.signals.__enter__()  # SIGTERM/SIGINT: finish the step, save, wait, exit (train/faults.py)
+        if start_step == 0:  # the maps at initialisation: the baseline every later probe is read against
+            self.probe.run(0, self.state.params, self.loggers)
         batches = self.batches = Prefetcher(self.train_batches, size=cfg.data.prefetch, sharding=self.batch_sharding)
         bar = tqdm(total=cfg.train.max_steps, initial=start_step, disable=not cfg.train.progress,
                    dynamic_ncols=True, desc="train", file=sys.stdout)

@@ -15,6 +15,10 @@ under MULTIRUN_DIR/report/:
   attention_entropy.png     per-layer attention entropy (nats, mean over heads, at the last
                             probe) against the head count, one panel per attention type
 
+Runs that have a head analysis (`python -m train.heads run_dir=RUN`, heads/heads.json) add two
+columns: `prunable heads`, the share of heads that can be switched off for less than 1 point of
+the metric lost, and `best align F1`, the best cross-attention head's word-alignment F1.
+
 Failed runs (the job raised), unfinished runs (no summary: killed, preempted or still running)
 and points of the grid that never started are rows of the table, with what they reached.
 
@@ -53,6 +57,7 @@ class Run:
     config: dict = field(default_factory=dict)
     choices: dict[str, str] = field(default_factory=dict)  # config groups: model -> tiny, ...
     summary: Optional[dict] = None
+    heads: Optional[dict] = None  # heads/heads.json, written by `python -m train.heads run_dir=...`
     metrics: list[dict] = field(default_factory=list)
     status: str = "unfinished"
     error: Optional[str] = None
@@ -128,6 +133,7 @@ def load_run(path: Path, root: Path) -> Run:
         config=_read_yaml(path / ".hydra/config.yaml") or {},
         choices={k: v for k, v in choices.items() if not k.startswith("hydra/")},
         summary=_read_json(path / "summary.json"),
+        heads=_read_json(path / "heads" / "heads.json"),
         metrics=read_metrics(path / "metrics.jsonl"),
     )
     job = _read_json(path / STATUS_FILE) or {}
@@ -252,10 +258,21 @@ def row_for(run: Run, keys: list[str], metric: str) -> dict[str, Any]:
         "wall s": s.get("wall_s"),
         "steps": steps,
         "max steps": run.cfg("train.max_steps"),
+        **head_columns(run, metric),
         "status": run.status,
         "run": run.name,
     })
     return row
+
+
+HEAD_COLUMNS = ("prunable heads", "best align F1")
+
+
+def head_columns(run: Run, metric: str) -> dict[str, Any]:
+    """The head analysis, when `train.heads` has run: the share of heads that can be switched off
+    for less than 1 point of the metric lost, and the best cross-attention head's alignment F1."""
+    h = run.heads or {}
+    return {"prunable heads": h.get("prunable_share_1bleu"), "best align F1": h.get("best_alignment_f1")}
 
 
 def _sort_value(value: Any) -> tuple:
@@ -297,6 +314,8 @@ def display_row(row: dict[str, Any], keys: list[str], metric: str) -> dict[str, 
         f"test {metric}": _fixed(row[f"test {metric}"], 2),
         "tokens/s": _fixed(row["tokens/s"], 0),
         "wall s": _fixed(row["wall s"], 0),
+        "prunable heads": "–" if _num(row["prunable heads"]) is None else f"{row['prunable heads']:.0%}",
+        "best align F1": _fixed(row["best align F1"], 3),
         "status": status,
     })
     return out
@@ -531,7 +550,10 @@ def build_report(root: Path, out_dir: Optional[Path] = None, plots: bool = True)
     runs = sort_runs(runs + missing_points(runs, points, keys), keys)
     metric = primary_metric(runs)
     rows = [row_for(r, keys, metric) for r in runs]
-    table = markdown_table([display_row(r, keys, metric) for r in rows])
+    shown = [display_row(r, keys, metric) for r in rows]
+    if not any(r.heads for r in runs):  # no run has a head analysis: keep the table narrow
+        shown = [{k: v for k, v in r.items() if k not in HEAD_COLUMNS} for r in shown]
+    table = markdown_table(shown)
 
     out_dir = Path(out_dir) if out_dir else root / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
