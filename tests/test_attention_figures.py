@@ -33,3 +33,16 @@ def test_sharpness_is_the_mean_largest_weight_over_real_queries():
     weights = np.array([[[[0.5, 0.5], [1.0, 0.0]]]])  # (1, 1, 2, 2)
     assert sharpness(weights, np.array([[True, True]]))[0] == 0.75
     assert sharpness(weights, np.array([[True, False]]))[0] == 0.5
+
+
+def test_alignment_score_prefers_a_diagonal_head_to_a_sink():
+    from train.attention_figures import alignment_score, sink_share
+
+    t = 5
+    weights = np.zeros((1, 2, t, t))
+    weights[0, 0] = np.eye(t)  # head 0: each query its own key, an alignment
+    weights[0, 1, :, 2] = 1.0  # head 1: every query on key 2, a sink
+    valid = np.ones((1, t), bool)
+    assert np.allclose(sink_share(weights, valid), [1 / t, 1.0])
+    score = alignment_score(weights, valid)
+    assert score[0] > 0.7 and score[1] == 0.0

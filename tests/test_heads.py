@@ -217,7 +217,7 @@ def test_attention_figures_command_end_to_end(short_run, tmp_path):
     out = tmp_path / "figures"
     proc = run_cli(["-m", "train.attention_figures", f"run_dir={short_run}", f"out={out}"])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert proc.stdout.startswith("step 10: sharpest cross-attention head: layer 0 head ")
+    assert proc.stdout.startswith("step 10: alignment-like cross-attention head: layer 0 head ")
     for name in ("cross_attention.png", "positional_head.png", "entropy_over_training.png", "figures.json"):
         assert (out / name).is_file(), name
     r = json.loads((out / "figures.json").read_text())

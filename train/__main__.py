@@ -38,6 +38,8 @@ def main(cfg: DictConfig) -> float:
     try:
         summary = run(config, run_dir, group=group)
     except DataError as e:
+        if group is not None:  # a sweep job: raise, so Hydra records this job as failed (sweep callback)
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     metric = primary_metric(config.data.task)

@@ -4,12 +4,13 @@ Three pictures that explain what a trained run's heads do, drawn from the attent
 run saved while training (run_dir/attention/step_*/{type}_layer{l}.npz, train/probe.py), so no
 model is loaded and nothing is recomputed:
 
-  cross_attention.png        the sharpest cross-attention head (highest mean max-weight) at
-                             `step`: each target token's weights over the source tokens, which
-                             for translation is a soft word alignment
-  positional_head.png        the encoder self-attention head that puts the most weight on one
-                             fixed offset (the previous token, the next one, itself): a head
-                             that encodes position rather than content
+  cross_attention.png        the cross-attention head at `step` whose weights are both sharp
+                             (high mean max-weight) and spread over different source tokens
+                             (not a "sink" that sends every query to one key): each target
+                             token's weights over the source, a soft word alignment
+  positional_head.png        the encoder or decoder self-attention head that puts the most
+                             weight on one fixed offset (the previous token, the next one,
+                             itself): a head that encodes position rather than content
   entropy_over_training.png  every head's attention entropy (nats) at each probe step, one panel
                              per attention type, one colour per layer: heads sharpen as they learn
   figures.json               which layer/head each picture shows and the scores behind the choice
@@ -102,6 +103,22 @@ def sharpness(weights: np.ndarray, q_valid: np.ndarray) -> np.ndarray:
     return (weights.max(-1) * rows[:, None]).sum((0, 2)) / max(rows.sum(), 1)
 
 
+def sink_share(weights: np.ndarray, q_valid: np.ndarray) -> np.ndarray:
+    """How much of a head's weight goes to its single most-attended key, averaged over examples.
+
+    A "sink" head sends every query to the same key (often EOS or one salient word): sharp, but
+    not an alignment. (K, H, T, S), (K, T) -> (H,) in [0, 1].
+    """
+    rows = q_valid.astype(bool)[:, None, :, None]  # (K, 1, T, 1)
+    column_mass = (weights * rows).sum(2) / np.maximum(rows.sum(2), 1)  # (K, H, S)
+    return column_mass.max(-1).mean(0)
+
+
+def alignment_score(weights: np.ndarray, q_valid: np.ndarray) -> np.ndarray:
+    """Sharp and spread over different keys: sharpness x (1 - sink share). (H,)."""
+    return sharpness(weights, q_valid) * (1.0 - sink_share(weights, q_valid))
+
+
 def entropy_per_head(layer: dict[str, np.ndarray], kind: str) -> np.ndarray:
     """Attention entropy per head (nats, mean over valid queries of all probe pairs): (H,)."""
     from train.attention_stats import head_stats
@@ -120,7 +137,9 @@ def _single_head(layer: dict[str, np.ndarray], head: int, example: int, title: s
         raise RunError(f"example={example} is out of range: the probe holds {layer['weights'].shape[0]} pairs")
     tq, tk = int(layer["query_valid"][example].sum()), int(layer["key_valid"][example].sum())
     w = layer["weights"][example, head:head + 1, :tq, :tk]  # (1, Tq, Tk)
-    return head_grid_figure(w, layer["query_tokens"][example, :tq], layer["key_tokens"][example, :tk], title, *axes)
+    fig = head_grid_figure(w, layer["query_tokens"][example, :tq], layer["key_tokens"][example, :tk], title, *axes)
+    fig.axes[0].set_title(f"head {head}", fontsize=fig.axes[0].title.get_fontsize())  # not the panel index
+    return fig
 
 
 def entropy_figure(history: dict[str, dict[int, list[np.ndarray]]]):
@@ -162,11 +181,19 @@ def make_figures(run_dir: Path, out_dir: Path, step: Optional[int] = None, examp
         raise RunError(f"step={step} has no probe; probe steps of this run: {list(steps)}")
 
     cross = load_layers(steps[step], "cross")
-    sharp = np.stack([sharpness(layer["weights"], layer["query_valid"]) for layer in cross])  # (L, H)
-    c_layer, c_head = (int(i) for i in np.unravel_index(np.argmax(sharp), sharp.shape))
-    enc = load_layers(steps[step], "encoder_self")
-    masses = np.stack([offset_mass(layer["weights"], layer["query_valid"], layer["key_valid"]) for layer in enc])
-    p_layer, p_head, p_off = (int(i) for i in np.unravel_index(np.argmax(masses), masses.shape))  # (L, H, offsets)
+    scores = np.stack([alignment_score(layer["weights"], layer["query_valid"]) for layer in cross])  # (L, H)
+    sharp = np.stack([sharpness(layer["weights"], layer["query_valid"]) for layer in cross])
+    sinks = np.stack([sink_share(layer["weights"], layer["query_valid"]) for layer in cross])
+    c_layer, c_head = (int(i) for i in np.unravel_index(np.argmax(scores), scores.shape))
+    # The most positional self-attention head, encoder or decoder (the decoder sees offsets <= 0 only).
+    candidates = []
+    for kind in ("encoder_self", "decoder_self"):
+        layers = load_layers(steps[step], kind)
+        masses = np.stack([offset_mass(layer["weights"], layer["query_valid"], layer["key_valid"])
+                           for layer in layers])  # (L, H, offsets)
+        idx = tuple(int(i) for i in np.unravel_index(np.argmax(masses), masses.shape))
+        candidates.append((float(masses[idx]), kind, masses, layers, idx))
+    _, p_kind, masses, p_layers, (p_layer, p_head, p_off) = max(candidates, key=lambda c: c[0])
     offset = OFFSETS[p_off]
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,10 +202,11 @@ def make_figures(run_dir: Path, out_dir: Path, step: Optional[int] = None, examp
                         f"(mean max weight {sharp[c_layer, c_head]:.2f})",
                         ("target input (query)", "source (key)")), out_dir / "cross_attention.png")
     where = {0: "itself", -1: "the previous token", 1: "the next token"}.get(offset, f"offset {offset:+d}")
-    render(_single_head(enc[p_layer], p_head, example,
-                        f"encoder self-attention, layer {p_layer} head {p_head}, step {step}: "
+    side = "source" if p_kind == "encoder_self" else "target input"
+    render(_single_head(p_layers[p_layer], p_head, example,
+                        f"{p_kind.replace('_', ' ')}-attention, layer {p_layer} head {p_head}, step {step}: "
                         f"{masses[p_layer, p_head, p_off]:.0%} of the weight on {where}",
-                        ("source (query)", "source (key)")), out_dir / "positional_head.png")
+                        (f"{side} (query)", f"{side} (key)")), out_dir / "positional_head.png")
     history = {kind: {s: [entropy_per_head(layer, kind) for layer in load_layers(d, kind)] for s, d in steps.items()}
                for kind in ATTENTION_TYPES}
     render(entropy_figure(history), out_dir / "entropy_over_training.png")
@@ -186,8 +214,10 @@ def make_figures(run_dir: Path, out_dir: Path, step: Optional[int] = None, examp
     result = {
         "run_dir": str(run_dir), "step": step, "probe_steps": list(steps), "example": example,
         "cross_attention": {"layer": c_layer, "head": c_head, "mean_max_weight": float(sharp[c_layer, c_head]),
-                            "mean_max_weight_per_head": sharp.round(4).tolist()},
-        "positional_head": {"layer": p_layer, "head": p_head, "offset": offset,
+                            "sink_share": float(sinks[c_layer, c_head]),
+                            "mean_max_weight_per_head": sharp.round(4).tolist(),
+                            "sink_share_per_head": sinks.round(4).tolist()},
+        "positional_head": {"attention": p_kind, "layer": p_layer, "head": p_head, "offset": offset,
                             "weight_on_offset": float(masses[p_layer, p_head, p_off]),
                             "offsets": list(OFFSETS), "weight_per_offset": masses[p_layer, p_head].round(4).tolist()},
         "entropy": {kind: {str(s): [e.round(4).tolist() for e in per_layer] for s, per_layer in h.items()}
@@ -207,9 +237,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     except RunError as e:
         fail(str(e))
     c, p = r["cross_attention"], r["positional_head"]
-    print(f"step {r['step']}: sharpest cross-attention head: layer {c['layer']} head {c['head']} "
-          f"(mean max weight {c['mean_max_weight']:.2f}); most positional encoder head: layer {p['layer']} "
-          f"head {p['head']}, {p['weight_on_offset']:.0%} of its weight at offset {p['offset']:+d}")
+    print(f"step {r['step']}: alignment-like cross-attention head: layer {c['layer']} head {c['head']} "
+          f"(mean max weight {c['mean_max_weight']:.2f}, sink share {c['sink_share']:.2f}); most positional "
+          f"head: {p['attention']} layer {p['layer']} head {p['head']}, {p['weight_on_offset']:.0%} of its "
+          f"weight at offset {p['offset']:+d}")
     print(f"wrote {out_dir}/: cross_attention.png, positional_head.png, entropy_over_training.png, figures.json",
           file=sys.stderr)
 
