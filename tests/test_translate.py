@@ -45,7 +45,10 @@ def test_files_and_beam(run_dir: Path, tmp_path: Path) -> None:
     dst = tmp_path / "out.txt"
     main([f"run_dir={run_dir}", f"input={src}", f"output={dst}", "decode.beam_size=2"])
     out = lines(dst)
-    assert len(out) == 3 and out[1] == "" and out[0] and out[2]
+    # One line out per line in, the blank one kept blank (a 20-step model may also emit an empty
+    # translation for a real sentence, so only the blank line's output is pinned down).
+    assert len(out) == 3 and out[1] == ""
+    assert dst.read_text(encoding="utf-8").endswith("\n")
 
 
 def test_no_checkpoint_is_a_clear_error(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
