@@ -30,10 +30,10 @@ from typing import Optional
 import numpy as np
 from omegaconf import MISSING
 
+from train.attention_plots import ATTENTION_TYPES, AXIS_NAMES
 from train.run_loading import RunError, compose_args, fail
 
 USAGE = "usage: python -m train.attention_figures run_dir=DIR [out=DIR/figures] [step=N] [example=0]"
-ATTENTION_TYPES = ("encoder_self", "decoder_self", "cross")
 OFFSETS = tuple(range(-3, 4))  # key position minus query position, for positional heads
 
 
@@ -200,13 +200,12 @@ def make_figures(run_dir: Path, out_dir: Path, step: Optional[int] = None, examp
     render(_single_head(cross[c_layer], c_head, example,
                         f"cross-attention, layer {c_layer} head {c_head}, step {step} "
                         f"(mean max weight {sharp[c_layer, c_head]:.2f})",
-                        ("target input (query)", "source (key)")), out_dir / "cross_attention.png")
+                        AXIS_NAMES["cross"]), out_dir / "cross_attention.png")
     where = {0: "itself", -1: "the previous token", 1: "the next token"}.get(offset, f"offset {offset:+d}")
-    side = "source" if p_kind == "encoder_self" else "target input"
     render(_single_head(p_layers[p_layer], p_head, example,
                         f"{p_kind.replace('_', ' ')}-attention, layer {p_layer} head {p_head}, step {step}: "
                         f"{masses[p_layer, p_head, p_off]:.0%} of the weight on {where}",
-                        (f"{side} (query)", f"{side} (key)")), out_dir / "positional_head.png")
+                        AXIS_NAMES[p_kind]), out_dir / "positional_head.png")
     history = {kind: {s: [entropy_per_head(layer, kind) for layer in load_layers(d, kind)] for s, d in steps.items()}
                for kind in ATTENTION_TYPES}
     render(entropy_figure(history), out_dir / "entropy_over_training.png")

@@ -17,6 +17,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+ATTENTION_TYPES = ("encoder_self", "decoder_self", "cross")
+AXIS_NAMES = {  # (rows, columns) of each attention type's map
+    "encoder_self": ("source (query)", "source (key)"),
+    "decoder_self": ("target input (query)", "target input (key)"),
+    "cross": ("target input (query)", "source (key)"),
+}
 DPI = 100
 MAX_INCHES = 10.24  # 1024 px at DPI: big enough to read, small enough for dashboards and wandb
 CMAP = "viridis"

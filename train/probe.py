@@ -24,15 +24,9 @@ import numpy as np
 from flax import nnx
 
 from data.config import BOS_ID, EOS_ID, PAD_ID
-from train.attention_plots import head_grid_figure, render, stat_heatmap_figure
+from train.attention_plots import ATTENTION_TYPES, AXIS_NAMES, head_grid_figure, render, stat_heatmap_figure
 from train.attention_stats import STATS, head_stats, layer_summary, stack_layers
 
-ATTENTION_TYPES = ("encoder_self", "decoder_self", "cross")
-AXIS_NAMES = {  # (rows, columns) of each attention type's map
-    "encoder_self": ("source (query)", "source (key)"),
-    "decoder_self": ("target input (query)", "target input (key)"),
-    "cross": ("target input (query)", "source (key)"),
-}
 READABLE_LEN = 24  # pairs up to this many tokens per side keep tick labels legible; preferred
 SCAN_LIMIT = 2000  # validation rows looked at when choosing the pairs (the first rows suffice)
 
