@@ -7,6 +7,7 @@ figures of a full run and how to compare them with the PyTorch reference.
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
@@ -74,3 +75,36 @@ def test_only_and_options():
 def test_bad_part_is_rejected():
     result = run_cli(["-m", "train.bench", "--only", "trian"], timeout=120)
     assert result.returncode == 2 and "unknown part" in result.stderr
+
+
+FAKE_PEER = '''
+import json, sys
+ms = 2000.0 if "--compile" in sys.argv else 3000.0
+assert sys.argv[sys.argv.index("--batch") + 1] == "8"  # the bench's workload is passed on
+print(json.dumps({"impl": "fake", "ms_per_step": ms, "tokens_per_s": 1.0}))
+'''
+
+
+def test_torch_rounds_with_a_stand_in_peer(tmp_path):
+    """--torch-python runs interleaved rounds and reports per-round and median ratios. A stand-in
+    script (no torch import) plays the peer; the interpreter check is what fails without torch."""
+    import sys
+
+    script = tmp_path / "peer.py"
+    script.write_text(FAKE_PEER)
+    fake_python = tmp_path / "python"  # answers the `import torch` probe, then runs the script
+    fake_python.write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then echo 2.13.0-fake; exit 0; fi\n'
+                           f'exec {sys.executable} "$@"\n')
+    fake_python.chmod(0o755)
+    result = run_cli(["-m", "train.bench", "--short", "--only", "train", "--torch-python",
+                      str(fake_python), "--torch-script", str(script), "--rounds", "2"], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    compare = [r for r in records if r["name"] == "compare"]
+    assert [r["round"] for r in compare] == [0, 1, "median"]
+    for r in compare[:2]:
+        assert r["torch_eager_ms"] == 3000.0 and r["torch_compile_ms"] == 2000.0
+        assert r["vs_torch_eager"] == pytest.approx(3000.0 / r["project_ms"], rel=1e-2)
+    summary = compare[-1]
+    assert summary["vs_torch_compile"] == pytest.approx(
+        statistics.median(r["vs_torch_compile"] for r in compare[:2]), rel=1e-3)

@@ -5,13 +5,17 @@
     python -m train.bench --short               # CI: small model, few steps, same lines and keys
     python -m train.bench --preset gpu512       # d_model 512, 8 heads, 6+6 layers, bfloat16 (for GPUs)
     python -m train.bench --batch 128 --dtype bfloat16 --fsdp --steps 20 ...
+    python -m train.bench --only train --torch-python VENV/bin/python   # + interleaved PyTorch rounds
 
 Lines (each has "name"):
   train   ms_per_step, tokens_per_s (source + target tokens), compile_s, flops_per_step,
-          peak_flops_per_s, mfu = flops_per_step / (s per step) / peak_flops_per_s
+          peak_flops_per_s, mfu = flops_per_step / (s per step) / peak_flops_per_s, from the
+          median of --timing-rounds alternations of peak and step timing (all under "rounds")
   decode  greedy and beam-4 sentences/s, KV-cached and uncached (prefix recomputed each step)
   data    packing pipeline tokens/s and padding efficiency on the embedded corpus's training
           split, and the number of distinct train-step batch shapes over one epoch
+  compare (with --torch-python) per round: project_ms, torch_eager_ms, torch_compile_ms and
+          their ratios vs_torch_eager / vs_torch_compile; then a round="median" summary
 
 The train workload is the peer PyTorch script's (../shared/bench/torch_reference.py): 64
 pairs of 32 source + 32 target tokens, one pair per row (no padding), vocab 8000, AdamW,
@@ -42,7 +46,10 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
+
+from train.peer_compare import DEFAULT_SCRIPT, PeerError, check_peer, compare_rounds
 
 PRESETS: dict[str, dict[str, Any]] = {
     # DESIGN.md's benchmark workload (also the project's default model shape).
@@ -53,11 +60,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu512": dict(d_model=512, heads=8, ffn=2048, layers=6, vocab=32000, batch=256, src_len=64,
                    tgt_len=64, dtype="bfloat16", steps=20, warmup=3),
 }
-GENERAL = dict(decode_batch=64, decode_reps=2, data_batches=0, peak_n=0)
+GENERAL = dict(decode_batch=64, decode_reps=2, data_batches=0, peak_n=0, timing_rounds=3)
 # CI: a small model and a few steps, so the whole run takes seconds; same lines and keys,
 # but the figures are not the workload's.
-SHORT = dict(batch=8, src_len=16, tgt_len=16, steps=2, warmup=1, decode_batch=4, decode_reps=1,
-             data_batches=20, peak_n=512)
+SHORT = dict(batch=8, src_len=16, tgt_len=16, steps=2, warmup=1, timing_rounds=1, decode_batch=4,
+             decode_reps=1, data_batches=20, peak_n=512)
 SHORT_MODEL = {"default": dict(d_model=64, heads=4, ffn=256, layers=2, vocab=1000),
                "gpu512": dict(vocab=1000)}  # gpu512 keeps its widths and depth: that is its point
 
@@ -102,12 +109,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--tgt-len", type=int)
     g.add_argument("--steps", type=int, help="timed train steps")
     g.add_argument("--warmup", type=int, help="untimed steps after compiling")
+    g.add_argument("--timing-rounds", type=int, help="alternations of the matmul peak and --steps "
+                   "timed steps; the median-MFU round is reported (default 3)")
     g.add_argument("--grad-accum", type=int, default=1, help="optim.grad_accum (optax.MultiSteps)")
     g.add_argument("--label-smoothing", type=float, default=0.1)
     g = p.add_argument_group("scale")
     g.add_argument("--mesh-data", type=int, default=-1, help="devices on the data axis (-1: all)")
     g.add_argument("--fsdp", action="store_true", help="train.fsdp: shard params and optimizer state")
     g.add_argument("--compilation-cache", default=None, help="persistent XLA cache dir (off by default)")
+    g = p.add_argument_group("against PyTorch (train.peer_compare; needs --only train)")
+    g.add_argument("--torch-python", help="an interpreter with torch installed: after the train line, "
+                   "run interleaved rounds of this project, torch eager and torch.compile")
+    g.add_argument("--torch-script", default=str(DEFAULT_SCRIPT), help="the peer script (default: %(default)s)")
+    g.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     g = p.add_argument_group("decode and data")
     g.add_argument("--decode-batch", type=int, help="sentences per decode call (default 64)")
     g.add_argument("--decode-reps", type=int, help="timed decode calls, best kept (default 2)")
@@ -127,6 +141,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(a.parts) - {"train", "decode", "data"}
     if unknown:
         p.error(f"--only: unknown part(s) {sorted(unknown)}; choose from train, decode, data")
+    if a.torch_python and "train" not in a.parts:
+        p.error("--torch-python compares train steps: add train to --only")
+    for flag in ("rounds", "timing_rounds"):
+        if getattr(a, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} {getattr(a, flag)}: give at least 1")
     return a
 
 
@@ -175,8 +194,9 @@ def synthetic_batch(rows: int, src_len: int, tgt_len: int, vocab: int, seed: int
 
 # ---- peak ------------------------------------------------------------------------------------
 
-def matmul_peak(mesh, dtype: str, n: int, reps: int = 5) -> dict:
-    """Best FLOP/s of an (n, n) @ (n, n) matmul per device, run on all devices of the mesh at once."""
+def matmul_peak(mesh, dtype: str, n: int, reps: int = 5) -> tuple[Callable[[], float], str]:
+    """A function that measures the best FLOP/s (over `reps` runs) of an (n, n) @ (n, n) matmul
+    per device, on all devices of the mesh at once; and a label saying what it multiplies."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
@@ -189,12 +209,16 @@ def matmul_peak(mesh, dtype: str, n: int, reps: int = 5) -> dict:
     f = jax.jit(lambda a, b: jnp.einsum("kij,kjl->kil", a, b, preferred_element_type=dt),
                 out_shardings=sharding)
     f(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return {"peak_flops_per_s": 2.0 * k * n**3 / best, "peak_matmul": f"{k}x({n}x{n})@({n}x{n}) {dtype}"}
+
+    def measure() -> float:
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f(a, b).block_until_ready()
+            best = min(best, time.perf_counter() - t0)
+        return 2.0 * k * n**3 / best
+
+    return measure, f"{k}x({n}x{n})@({n}x{n}) {dtype}"
 
 
 # ---- train -------------------------------------------------------------------------------------
@@ -220,7 +244,14 @@ class CompileTimer:
         self.total, self.compiles = 0.0, 0
 
 
-def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer) -> dict:
+def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer,
+                peak: Callable[[], float]) -> tuple[dict, Callable[[], float]]:
+    """The train line, and a function that times the same compiled step again (for --torch-python).
+
+    A shared VM's speed drifts within a minute, so the step and the matmul peak are timed in
+    alternation, a.timing_rounds times; the line reports the round with the median MFU (its
+    ms_per_step and peak), and every round's figures under "rounds".
+    """
     import jax
     import numpy as np
     from flax import nnx
@@ -257,23 +288,40 @@ def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer) -> dict:
     for _ in range(a.warmup):
         state = step(state, batch, key)
     jax.block_until_ready(state)
-    # Timed loop: no host sync inside (the step keeps its metrics on device), one at the end.
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        state = step(state, batch, key)
-    jax.block_until_ready(state)
-    sec = (time.perf_counter() - t0) / a.steps
-    metrics = jax.device_get(state.metrics)
-    loss = float(metrics["loss_sum"] / max(metrics["tokens"], 1.0))
+
+    def seconds_per_step() -> float:
+        """Time a.steps steps: no host sync inside (metrics stay on device), one at the end."""
+        nonlocal state
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            state = step(state, batch, key)
+        jax.block_until_ready(state)
+        return (time.perf_counter() - t0) / a.steps
 
     flops = flops_per_token(cfg, a.vocab, a.src_len, a.tgt_len)
     flops_per_step = float(flops["per_example"]) * a.batch
+    rounds = []
+    for _ in range(a.timing_rounds):
+        peak_flops = peak()
+        sec = seconds_per_step()
+        rounds.append({"ms_per_step": round(sec * 1e3, 2), "peak_flops_per_s": rounded(peak_flops),
+                       "mfu": round(flops_per_step / sec / peak_flops, 4)})
+        log(f"train: {sec * 1e3:.1f} ms/step, matmul peak {peak_flops / 1e9:.1f} GFLOP/s, "
+            f"MFU {rounds[-1]['mfu']:.1%}")
+    median = sorted(rounds, key=lambda r: r["mfu"])[(len(rounds) - 1) // 2]
+    sec = median["ms_per_step"] / 1e3
+    metrics = jax.device_get(state.metrics)
+    loss = float(metrics["loss_sum"] / max(metrics["tokens"], 1.0))
+
     tokens = a.batch * (a.src_len + a.tgt_len)
     sharded = batch["src"].sharding.shard_shape(batch["src"].shape)
     return {
         "name": "train", "impl": "jax",
-        "ms_per_step": round(sec * 1e3, 2),
+        "ms_per_step": median["ms_per_step"],
         "tokens_per_s": round(tokens / sec, 1),
+        "peak_flops_per_s": median["peak_flops_per_s"],
+        "mfu": median["mfu"],
+        "rounds": rounds,
         "compile_s": round(compile_s, 2),
         "first_step_s": round(first_s, 2),
         "compiles": timer.compiles + (step._cache_size() - 1),  # more than 1 would be a retrace
@@ -289,7 +337,7 @@ def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer) -> dict:
         "dtype": a.dtype, "dropout": a.dropout,
         "attention_dropout": attention_dropout(a), "fsdp": a.fsdp, "remat": a.remat,
         "grad_accum": a.grad_accum, "attention_impl": a.attention_impl, "torch_like": a.torch_like,
-    }
+    }, seconds_per_step
 
 
 # ---- decode ------------------------------------------------------------------------------------
@@ -431,6 +479,11 @@ def bench_data(a: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
+    if a.torch_python:
+        try:  # before anything is compiled
+            log(f"peer: torch {check_peer(a.torch_python, Path(a.torch_script))} ({a.torch_python})")
+        except PeerError as e:
+            raise SystemExit(f"error: {e}") from None
     if not a.no_host_allocator_fix:
         from train.host_allocator import configure_host_allocator
 
@@ -448,14 +501,19 @@ def main(argv: list[str] | None = None) -> None:
     log(f"{env['devices']} x {env['platform']} ({env['device_kind']}), preset {a.preset}, parts {a.parts}")
     if "train" in a.parts:
         n = a.peak_n or (2048 if env["platform"] == "cpu" else 8192)
-        peak = matmul_peak(mesh, a.dtype, n)
-        log(f"matmul peak {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['peak_matmul']})")
-        rec = bench_train(a, mesh, timer)
-        rec.update(peak)
-        rec["mfu"] = round(rec["flops_per_step"] / (rec["ms_per_step"] / 1e3) / peak["peak_flops_per_s"], 4)
+        peak, peak_label = matmul_peak(mesh, a.dtype, n)
+        rec, seconds_per_step = bench_train(a, mesh, timer, peak)
+        rec["peak_matmul"] = peak_label
         if env["platform"] == "cpu" and a.preset == "gpu512":
             rec["note"] = "gpu512 is a GPU config; its CPU MFU is not meaningful"
         emit({**rec, **env, "preset": a.preset, "short": a.short})
+        if a.torch_python:
+            for record in compare_rounds(a, seconds_per_step, a.torch_python, Path(a.torch_script),
+                                         a.rounds):
+                log(f"compare {record['round']}: project {record['project_ms']} ms/step, torch eager "
+                    f"{record['torch_eager_ms']} ({record['vs_torch_eager']}x), torch.compile "
+                    f"{record['torch_compile_ms']} ({record['vs_torch_compile']}x)")
+                emit({**record, **env, "preset": a.preset, "short": a.short})
     if "decode" in a.parts:
         emit({**bench_decode(a, timer), **env, "preset": a.preset, "short": a.short})
     if "data" in a.parts and jax.process_index() == 0:
