@@ -108,3 +108,13 @@ def test_torch_rounds_with_a_stand_in_peer(tmp_path):
     summary = compare[-1]
     assert summary["vs_torch_compile"] == pytest.approx(
         statistics.median(r["vs_torch_compile"] for r in compare[:2]), rel=1e-3)
+
+
+def test_torch_python_without_torch_fails_before_compiling():
+    import sys
+
+    result = run_cli(["-m", "train.bench", "--only", "train", "--torch-python", sys.executable],
+                     timeout=120)
+    assert result.returncode != 0
+    assert "cannot import torch" in result.stderr and "pip install torch==2.13.0" in result.stderr
+    assert "matmul peak" not in result.stderr and "train:" not in result.stderr  # nothing measured
