@@ -54,7 +54,7 @@ from train.peer_compare import DEFAULT_SCRIPT, PeerError, check_peer, compare_ro
 PRESETS: dict[str, dict[str, Any]] = {
     # DESIGN.md's benchmark workload (also the project's default model shape).
     "default": dict(d_model=256, heads=4, ffn=1024, layers=3, vocab=8000, batch=64, src_len=32,
-                    tgt_len=32, dtype="float32", steps=10, warmup=2),
+                    tgt_len=32, dtype="float32", steps=10, warmup=3),
     # A GPU-sized model: Transformer-base widths in bfloat16 with a GPU-sized batch. It runs
     # on the CPU with small --batch/--steps, but its MFU only means something on a GPU.
     "gpu512": dict(d_model=512, heads=8, ffn=2048, layers=6, vocab=32000, batch=256, src_len=64,
