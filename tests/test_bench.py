@@ -110,11 +110,21 @@ def test_torch_rounds_with_a_stand_in_peer(tmp_path):
         statistics.median(r["vs_torch_compile"] for r in compare[:2]), rel=1e-3)
 
 
-def test_torch_python_without_torch_fails_before_compiling():
+def test_torch_python_without_torch_fails_before_compiling(tmp_path):
     import sys
 
-    result = run_cli(["-m", "train.bench", "--only", "train", "--torch-python", sys.executable],
-                     timeout=120)
+    script = tmp_path / "peer.py"
+    script.write_text(FAKE_PEER)
+    result = run_cli(["-m", "train.bench", "--only", "train", "--torch-python", sys.executable,
+                      "--torch-script", str(script)], timeout=120)
     assert result.returncode != 0
     assert "cannot import torch" in result.stderr and "pip install torch==2.13.0" in result.stderr
     assert "matmul peak" not in result.stderr and "train:" not in result.stderr  # nothing measured
+
+
+def test_missing_peer_script_is_named(tmp_path):
+    import sys
+
+    result = run_cli(["-m", "train.bench", "--only", "train", "--torch-python", sys.executable,
+                      "--torch-script", str(tmp_path / "absent.py")], timeout=120)
+    assert result.returncode != 0 and "absent.py does not exist" in result.stderr
