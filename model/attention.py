@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model.dropout import dropout as apply_dropout
+from model.matmul import dot_general
 
 # Finite stand-in for -inf: a fully masked row then softmaxes to finite values instead of NaN.
 _MASK_VALUE = -1e9
@@ -76,7 +77,7 @@ class MultiHeadAttention(nnx.Module):
         width = num_heads * self.head_dim
 
         def linear(d_in: int, d_out: int, num: int = 1) -> nnx.Linear:
-            return nnx.Linear(d_in, d_out, dtype=dtype, rngs=rngs,
+            return nnx.Linear(d_in, d_out, dtype=dtype, dot_general=dot_general, rngs=rngs,
                               kernel_init=_xavier_uniform_per_projection(num))
 
         if self_attention:

@@ -16,6 +16,7 @@ from flax import nnx
 from model.attention import MultiHeadAttention
 from model.config import ModelConfig
 from model.dropout import dropout
+from model.matmul import dot_general, matmul
 
 _xavier = nnx.initializers.xavier_uniform()
 
@@ -40,9 +41,11 @@ class TokenEmbedding(nnx.Module):
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Logits against the embedding matrix: (B, T, D) -> (B, T, V) float32."""
-        table = self.embedding[...].astype(self.dtype)
-        return jnp.einsum("btd,vd->btv", x.astype(self.dtype), table,
-                          preferred_element_type=jnp.float32)
+        b, t, d = x.shape
+        table = self.embedding[...].astype(self.dtype)  # (V, D)
+        logits = matmul(x.astype(self.dtype).reshape(b * t, d), table.T,
+                        preferred_element_type=jnp.float32)  # (B * T, V)
+        return logits.reshape(b, t, -1)
 
 
 class SinusoidalPositions(nnx.Module):
@@ -79,8 +82,10 @@ class FeedForward(nnx.Module):
 
     def __init__(self, d_model: int, ffn_dim: int, activation: str = "relu", *, dtype=jnp.float32,
                  rngs: nnx.Rngs):
-        self.up = nnx.Linear(d_model, ffn_dim, kernel_init=_xavier, dtype=dtype, rngs=rngs)
-        self.down = nnx.Linear(ffn_dim, d_model, kernel_init=_xavier, dtype=dtype, rngs=rngs)
+        self.up = nnx.Linear(d_model, ffn_dim, kernel_init=_xavier, dtype=dtype,
+                             dot_general=dot_general, rngs=rngs)
+        self.down = nnx.Linear(ffn_dim, d_model, kernel_init=_xavier, dtype=dtype,
+                               dot_general=dot_general, rngs=rngs)
         self.activation = jax.nn.relu if activation == "relu" else jax.nn.gelu
 
     def __call__(self, x: jax.Array) -> jax.Array:

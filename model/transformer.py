@@ -25,6 +25,7 @@ from flax import nnx
 from model.attention import causal_mask, padding_mask, segment_mask
 from model.config import ModelConfig
 from model.dropout import dropout
+from model.matmul import dot_general
 from model.layers import (DecoderLayer, EncoderLayer, LearnedPositions, SinusoidalPositions,
                           TokenEmbedding, fold_key)
 
@@ -60,7 +61,7 @@ class Transformer(nnx.Module):
             self.decoder_norm = nnx.LayerNorm(cfg.d_model, epsilon=1e-5, rngs=rngs)
         if not cfg.tie_embeddings:
             self.output = nnx.Linear(cfg.d_model, vocab_size, dtype=self.dtype,
-                                     preferred_element_type=jnp.float32,
+                                     preferred_element_type=jnp.float32, dot_general=dot_general,
                                      kernel_init=nnx.initializers.xavier_uniform(), rngs=rngs)
 
     # ---- helpers -------------------------------------------------------------------------

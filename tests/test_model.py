@@ -201,3 +201,40 @@ def test_params_and_flops(model):
     assert counts["per_token"] == pytest.approx(counts["per_example"] / 22)
     # Parameters = kernels + embedding + biases + norms; the dense ones dominate here.
     assert n > enc + dec + V * d
+
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+@pytest.mark.parametrize("d_in, d_out", [(16, 100), (100, 16)])  # either operand transposed
+def test_matmul_gradient_equals_autodiff(dtype, tol, d_in, d_out):
+    """model.matmul's custom gradient (chosen for its memory layout) has autodiff's values."""
+    from model.matmul import matmul
+
+    kx, kw, kg = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(kx, (48, d_in)).astype(dtype)
+    w = jax.random.normal(kw, (d_in, d_out)).astype(dtype)
+    weights = jax.random.normal(kg, (48, d_out))  # a loss that weighs every output differently
+    reference = lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32)
+    ours = lambda x, w: matmul(x, w, preferred_element_type=jnp.float32)
+    loss = lambda f: (lambda x, w: jnp.sum(f(x, w) * weights))
+    got = jax.grad(loss(ours), argnums=(0, 1))(x, w)
+    want = jax.grad(loss(reference), argnums=(0, 1))(x, w)
+    assert np.allclose(ours(x, w), reference(x, w))
+    for g, r in zip(got, want):
+        assert g.dtype == r.dtype == dtype
+        scale = float(jnp.max(jnp.abs(r.astype(jnp.float32))))
+        assert np.allclose(np.asarray(g, np.float32), np.asarray(r, np.float32), atol=tol * scale)
+
+
+def test_linear_layers_use_matmul():
+    """nnx.Linear with model.matmul.dot_general: same outputs and gradients as nnx.Linear's own
+    dot (leading batch axes flattened and restored)."""
+    from model.matmul import dot_general
+
+    ours = nnx.Linear(8, 12, dot_general=dot_general, rngs=nnx.Rngs(0))
+    plain = nnx.Linear(8, 12, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 8))
+    assert np.allclose(ours(x), plain(x), atol=1e-6)
+    grad = lambda m: nnx.grad(lambda m, x: jnp.sum(jnp.sin(m(x))))(m, x)
+    for (path, a), (_, b) in zip(nnx.to_flat_state(grad(ours)), nnx.to_flat_state(grad(plain))):
+        assert np.allclose(a[...], b[...], atol=1e-5), path
