@@ -4,7 +4,7 @@
 on the CPU that costs about 24 ns per element, and the default model's ~4.5M dropped-out
 activations per step made dropout cost 196 of the step's 823 ms. Dropout only needs to compare each element against the rate, so
 here each element gets one byte from XLA's own threefry kernel (`lax.rng_bit_generator`,
-~3 ns per byte, drawn as 32-bit words). An element is dropped when its byte is below round(rate * 256); survivors are
+~2-3 ns per byte). An element is dropped when its byte is below round(rate * 256); survivors are
 scaled by 256 / (256 - threshold), so the expectation is exact and the realised rate is the
 requested one rounded to a multiple of 1/256 (0.1 -> 0.1016), the 8-bit resolution that
 FlashAttention's dropout also uses. Masks are a pure function of the key, as with
@@ -32,9 +32,9 @@ def drop_threshold(rate: float) -> int:
 def random_bytes(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """Uniform uint8 draws from XLA's own threefry generator, seeded by a JAX key.
 
-    Drawn as uint32 words and split into 4 bytes each: XLA's generator costs the same per
-    word whatever the width it returns, so 8-bit draws would cost 4x more (4.9 against 3.0 ns
-    per byte on the CPU).
+    Drawn as uint32 words and split into 4 bytes each. Timed alone, this and 8-bit draws cost
+    about the same (2.1 and 1.9 ns per byte); whole benchmark runs favoured this version
+    together with model/matmul.py (docs/performance.md).
     """
     data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     seed = jnp.concatenate([data.reshape(-1).astype(jnp.uint32), jnp.zeros((2,), jnp.uint32)])[:4]  # (4,)

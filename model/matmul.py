@@ -5,9 +5,11 @@ first axis of both operands. XLA's CPU matmul wants each operand's contracted ax
 first copies one of them into transposed layout, and it picks g, the larger one when a layer
 widens (the FFN's 1024-wide activations, the N x V gradient of the logits). `matmul` has the
 same values as x @ W, but its gradient writes the product so that the smaller of x and g is the
-one transposed: the default model's train step drops from 1024 to 874 ms (best of 12,
-interleaved, `python -m train.bench --only train` shapes). GPU matmuls take transposed operands
-as flags, so there this changes nothing.
+one transposed. Measured on the benchmark workload, the gain is uncertain: alternating
+whole-process `python -m train.bench --only train` runs favoured it (median 846 against 937
+ms per step, together with model/dropout.py's 32-bit draws), while both versions compiled
+side by side in one process timed alike (docs/performance.md). GPU matmuls take transposed
+operands as flags, so there this changes nothing.
 """
 
 from __future__ import annotations
