@@ -1,4 +1,4 @@
-"""The alignment scorer on hand-made attention and gold links (train/alignment.py)."""
+"""The alignment scorer on hand-made attention and gold links (train/evals/alignment.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from data.config import BOS_ID, EOS_ID, PAD_ID
 from data.tokenizer import SubwordTokenizer, build_tokenizer
-from train.alignment import (AlignmentCounts, AlignmentEvaluator, alignment_scores, argmax_links,
+from train.evals.alignment import (AlignmentCounts, AlignmentEvaluator, alignment_scores, argmax_links,
                              best_aligner, diagonal_counts, example_batches, gold_matrix, key_words,
                              oracle_counts, query_words, score_cross_attention)
 

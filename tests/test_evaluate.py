@@ -87,7 +87,7 @@ def test_evaluate_reproduces_training_test_scores(run_dir: Path) -> None:
 
 
 def test_evaluate_best_checkpoint_with_beam(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    from train.checkpoint import Checkpointer
+    from train.engine.checkpoint import Checkpointer
     from train.evaluate import main
 
     main([f"run_dir={run_dir}", "split=validation", "decode.beam_size=2", "limit=6"])
@@ -106,7 +106,7 @@ def test_decode_options_default_to_the_runs() -> None:
 
     from model.config import ConfigError
     from train.config import DecodeConfig
-    from train.run_loading import DecodeOverrides, decode_config
+    from train.runs import DecodeOverrides, decode_config
 
     run = DecodeConfig(beam_size=4, alpha=1.0, batch_size=32)
     given = OmegaConf.structured(DecodeOverrides(beam_size=1, max_len_b=5))
@@ -121,7 +121,7 @@ def copy_run_without_checkpoints(run_dir: Path, dest: Path) -> Path:
 
 
 def test_unusable_run_dirs_say_what_to_do(run_dir: Path, tmp_path: Path) -> None:
-    from train.run_loading import RunError, load_run
+    from train.runs import RunError, load_run
 
     with pytest.raises(RunError, match="does not exist"):
         load_run(tmp_path / "nowhere")
@@ -143,7 +143,7 @@ def test_unusable_run_dirs_say_what_to_do(run_dir: Path, tmp_path: Path) -> None
     (("num_heads: 4", "num_heads: 3"), r"does not pass this code's checks.*num_heads=3"),
 ])
 def test_config_that_does_not_match(run_dir: Path, tmp_path: Path, edit: tuple, message: str) -> None:
-    from train.run_loading import RunError, load_run
+    from train.runs import RunError, load_run
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval"))

@@ -18,8 +18,8 @@ from test_resume import (  # noqa: F401  (print_summary: the autouse fixture tha
     assert_clean_error, checkpoint_arrays, copy_of_reference, damage, metric_lines, print_summary,
     run_in_process, scenario, scenarios, steps_on_disk, train_losses,
 )
-from train import faults
-from train.checkpoint import Checkpointer, CheckpointError, config_diff
+from train.engine import faults
+from train.engine.checkpoint import Checkpointer, CheckpointError, config_diff
 
 
 @pytest.fixture(scope="module")

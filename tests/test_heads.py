@@ -16,7 +16,7 @@ from model.config import ConfigError, ModelConfig
 from model.decoding import greedy_decode
 from model.transformer import Transformer
 from tests.conftest import run_cli
-from train.head_importance import (GatedModel, all_on, gate_shapes, gates_without, head_importance,
+from train.analysis.head_importance import (GatedModel, all_on, gate_shapes, gates_without, head_importance,
                                    make_gate_grad_fn, make_loss_fn, normalize_per_layer, prunable_share,
                                    pruning_order, pruning_steps)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from train.config import LoggerConfig
-from train.loggers import Loggers, scrub_secrets, wandb_mode
+from train.engine.loggers import Loggers, scrub_secrets, wandb_mode
 
 SECRET = "0123456789abcdef0123456789abcdef0123abcd"  # a fake wandb API key (40 hex characters)
 CONFIG = {"seed": 0, "model": {"num_heads": 4, "head_dim": None}, "logger": {"wandb": "offline"}}

@@ -18,8 +18,8 @@ from data.config import BOS_ID, EOS_ID, SPECIAL_TOKENS
 from model.attention import MultiHeadAttention
 from model.config import ModelConfig
 from model.transformer import Transformer
-from train.attention_stats import STATS
-from train.probe import ATTENTION_TYPES, AttentionProbe, choose_examples, make_batch
+from train.analysis.attention_stats import STATS
+from train.evals.probe import ATTENTION_TYPES, AttentionProbe, choose_examples, make_batch
 
 VOCAB = 48
 

@@ -3,7 +3,7 @@
 Every scenario is a real `python -m train` subprocess of a tiny model (d_model 32, one layer of
 each, vocab ~130, 4 x (32+32) token batches) on a generated corpus, so that signals, SIGKILL and
 Orbax's asynchronous writes behave as in production. Faults are injected with the
-ATTENTION_LAB_FAULT_* hooks of train/faults.py. All runs of the suite (this file and
+ATTENTION_LAB_FAULT_* hooks of train/engine/faults.py. All runs of the suite (this file and
 tests/test_faults.py) are started by `scenarios()` in three waves of concurrent processes (the
 first fills a shared XLA compile cache that the others read), so that both CPU cores stay busy;
 each test then checks its scenario's outcome. Runs that stop in set-up run in-process. At the end
@@ -31,8 +31,8 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from train import faults
-from train.checkpoint import CORRUPT_DIR
+from train.engine import faults
+from train.engine.checkpoint import CORRUPT_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STEPS = 12  # the reference run's length
@@ -212,7 +212,7 @@ def checkpoint_arrays(run_dir: Path, step: int) -> dict[str, np.ndarray]:
     import jax
     import orbax.checkpoint as ocp
 
-    from train.checkpoint import Checkpointer
+    from train.engine.checkpoint import Checkpointer
 
     ckpt = Checkpointer(Path(run_dir) / "checkpoints")
     try:
@@ -300,7 +300,7 @@ def run_all(ws: Path) -> dict:
         ro_parent = ws / "ro_parent"
         ro_parent.mkdir()
         ro_parent.chmod(0o555)
-        callback = {"++hydra.callbacks.output_dir_check._target_": "train.faults.OutputDirCheck"}
+        callback = {"++hydra.callbacks.output_dir_check._target_": "train.engine.faults.OutputDirCheck"}
         r["ro_run_dir"] = Run(ws, "ro_run_dir", callback, run_dir=ro_parent / "run", prefix=prefix)
         ro_ckpt = ws / "runs" / "ro_checkpoints"
         (ro_ckpt / "checkpoints").mkdir(parents=True)
@@ -351,7 +351,7 @@ def run_all(ws: Path) -> dict:
 def run_in_process(ws: Path, run_dir: Path, overrides: Optional[dict] = None) -> dict:
     """`python -m train` without the subprocess, for runs that stop in set-up (no compile)."""
     from train.config import compose, to_config
-    from train.loop import run
+    from train.engine.trainer import run
 
     args = base_overrides(ws) | (overrides or {})
     return run(to_config(compose([f"{k}={v}" for k, v in args.items()])), run_dir)

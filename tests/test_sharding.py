@@ -2,7 +2,7 @@
 
 The runs happen in a subprocess because the device count is fixed when JAX starts. Each run
 trains a few steps of a small model on the same packed batches (padding, two pairs per row,
-dropout on) with the one train step of train/step.py jitted by train/sharding.py:
+dropout on) with the one train step of train/engine/step.py jitted by train/engine/sharding.py:
 1 device, 4 devices with replicated parameters, 4 devices with FSDP-sharded parameters and
 optimizer state. The losses and the final parameters must agree within float tolerance,
 and the batch and (under FSDP) the state must really be split across the devices.
@@ -25,9 +25,9 @@ from flax import nnx
 from model.config import ModelConfig
 from model.transformer import Transformer
 from train.config import OptimConfig, TrainConfig
-from train.optimizer import make_optimizer
-from train.sharding import batch_sharding, jit_train_step, make_mesh, put_batch, state_sharding
-from train.step import create_state, make_train_step
+from train.engine.optimizer import make_optimizer
+from train.engine.sharding import batch_sharding, jit_train_step, make_mesh, put_batch, state_sharding
+from train.engine.step import create_state, make_train_step
 
 assert jax.device_count() == 4, jax.devices()
 CFG = ModelConfig(d_model=64, num_heads=4, ffn_dim=128, num_encoder_layers=2, num_decoder_layers=2,

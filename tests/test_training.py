@@ -10,8 +10,8 @@ from flax import nnx
 from model.config import ModelConfig
 from model.transformer import Transformer
 from train.config import OptimConfig
-from train.optimizer import make_optimizer
-from train.step import create_state, make_eval_step, make_train_step
+from train.engine.optimizer import make_optimizer
+from train.engine.step import create_state, make_eval_step, make_train_step
 
 VOCAB = 40
 

@@ -19,7 +19,7 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     """Train; return the final validation metric (what sweepers such as Optuna optimise)."""
     from data.errors import DataError  # imported late: a bad config fails before heavy imports
-    from train.host_allocator import configure_host_allocator
+    from train.engine.host_allocator import configure_host_allocator
 
     configure_host_allocator()  # before JAX starts its threads: ~10% faster steps on the CPU
 
@@ -32,8 +32,8 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode.name == "MULTIRUN" else None
 
-    from train.loop import run
-    from train.metrics import primary_metric
+    from train.engine.trainer import run
+    from train.evals.scores import primary_metric
 
     try:
         summary = run(config, run_dir, group=group)

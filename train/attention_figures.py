@@ -1,7 +1,7 @@
 """`python -m train.attention_figures run_dir=DIR [out=DIR/figures] [step=N] [example=0]`
 
 Three pictures that explain what a trained run's heads do, drawn from the attention probes the
-run saved while training (run_dir/attention/step_*/{type}_layer{l}.npz, train/probe.py), so no
+run saved while training (run_dir/attention/step_*/{type}_layer{l}.npz, train/evals/probe.py), so no
 model is loaded and nothing is recomputed:
 
   cross_attention.png        the cross-attention head at `step` whose weights are both sharp
@@ -30,8 +30,8 @@ from typing import Optional
 import numpy as np
 from omegaconf import MISSING
 
-from train.attention_plots import ATTENTION_TYPES, AXIS_NAMES
-from train.run_loading import RunError, compose_args, fail
+from train.analysis.attention_plots import ATTENTION_TYPES, AXIS_NAMES
+from train.runs import RunError, compose_args, fail
 
 USAGE = "usage: python -m train.attention_figures run_dir=DIR [out=DIR/figures] [step=N] [example=0]"
 OFFSETS = tuple(range(-3, 4))  # key position minus query position, for positional heads
@@ -121,7 +121,7 @@ def alignment_score(weights: np.ndarray, q_valid: np.ndarray) -> np.ndarray:
 
 def entropy_per_head(layer: dict[str, np.ndarray], kind: str) -> np.ndarray:
     """Attention entropy per head (nats, mean over valid queries of all probe pairs): (H,)."""
-    from train.attention_stats import head_stats
+    from train.analysis.attention_stats import head_stats
 
     stats = head_stats(layer["weights"], layer["query_valid"], layer["key_valid"],
                        causal=kind == "decoder_self", cross=kind == "cross")
@@ -131,7 +131,7 @@ def entropy_per_head(layer: dict[str, np.ndarray], kind: str) -> np.ndarray:
 # ---- drawing -------------------------------------------------------------------------------------
 
 def _single_head(layer: dict[str, np.ndarray], head: int, example: int, title: str, axes: tuple[str, str]):
-    from train.attention_plots import head_grid_figure
+    from train.analysis.attention_plots import head_grid_figure
 
     if not 0 <= example < layer["weights"].shape[0]:
         raise RunError(f"example={example} is out of range: the probe holds {layer['weights'].shape[0]} pairs")
@@ -168,7 +168,7 @@ def entropy_figure(history: dict[str, dict[int, list[np.ndarray]]]):
 
 def make_figures(run_dir: Path, out_dir: Path, step: Optional[int] = None, example: int = 0) -> dict:
     """Write the three figures and figures.json; returns what figures.json holds."""
-    from train.attention_plots import render
+    from train.analysis.attention_plots import render
 
     if not run_dir.is_dir():
         raise RunError(f"run_dir={run_dir} is not a directory (give a folder written by `python -m train`)")

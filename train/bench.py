@@ -32,8 +32,8 @@ each, x 3 for forward + backward, on the full (unmasked) square. Embedding looku
 LayerNorms, biases, softmax, the loss and the optimizer are not counted. The peak is the
 best FLOP/s of a large matmul in the compute dtype, on the same devices, in this process.
 
-Everything here builds the step the way train/loop.py does (train/step.py's step jitted by
-train/sharding.py, state donated, synthetic batches placed with the batch sharding), so
+Everything here builds the step the way train/engine/trainer.py does (train/engine/step.py's step jitted by
+train/engine/sharding.py, state donated, synthetic batches placed with the batch sharding), so
 the numbers describe the real training path, not a special benchmark path.
 """
 
@@ -129,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--data-batches", type=int, help="batches to time (default 0: one whole epoch)")
     g.add_argument("--peak-n", type=int, help="matmul size for the peak (default: by platform)")
     g.add_argument("--no-host-allocator-fix", action="store_true",
-                   help="skip train.host_allocator.configure_host_allocator (to measure what it buys)")
+                   help="skip train.engine.host_allocator.configure_host_allocator (to measure what it buys)")
     a = p.parse_args(argv)
     # Precedence: explicit flags, then --short, then the preset, then the general defaults.
     short = {**SHORT, **SHORT_MODEL[a.preset]} if a.short else {}
@@ -259,9 +259,9 @@ def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer,
     from model.flops import flops_per_token
     from model.transformer import Transformer
     from train.config import OptimConfig
-    from train.optimizer import make_optimizer
-    from train.sharding import batch_sharding, jit_train_step, put_batch, state_sharding
-    from train.step import create_state, make_train_step
+    from train.engine.optimizer import make_optimizer
+    from train.engine.sharding import batch_sharding, jit_train_step, put_batch, state_sharding
+    from train.engine.step import create_state, make_train_step
 
     cfg = model_config(a)
     model = Transformer(cfg, a.vocab, rngs=nnx.Rngs(params=0))
@@ -485,14 +485,14 @@ def main(argv: list[str] | None = None) -> None:
         except PeerError as e:
             raise SystemExit(f"error: {e}") from None
     if not a.no_host_allocator_fix:
-        from train.host_allocator import configure_host_allocator
+        from train.engine.host_allocator import configure_host_allocator
 
         configure_host_allocator()  # before JAX starts its threads
     import jax
 
     if a.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", a.compilation_cache)
-    from train.sharding import initialize_distributed, make_mesh
+    from train.engine.sharding import initialize_distributed, make_mesh
 
     initialize_distributed()
     mesh = make_mesh(argparse.Namespace(mesh_data=a.mesh_data))

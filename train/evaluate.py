@@ -1,7 +1,7 @@
 """`python -m train.evaluate run_dir=DIR [split=test] [decode.beam_size=4 decode.alpha=0.6]`
 
 Decodes one split of a run's corpus with its best checkpoint (by the validation metric) and
-the same decoder that training validates with (train/generate.py), then prints a one-line
+the same decoder that training validates with (train/evals/generation.py), then prints a one-line
 summary and writes
 
     DIR/eval/{split}.json      BLEU and chrF with their sacreBLEU signatures (ROUGE-1/2/L for
@@ -23,7 +23,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from train.run_loading import DecodeOverrides, RunError, compose_args, decode_config, fail
+from train.runs import DecodeOverrides, RunError, compose_args, decode_config, fail
 
 USAGE = ("usage: python -m train.evaluate run_dir=DIR [split=test] [step=N] [limit=N] "
          "[decode.beam_size=4] [decode.alpha=0.6] [decode.batch_size=64]  (see configs/evaluate.yaml)")
@@ -89,7 +89,7 @@ def summary_line(split: str, result: dict) -> str:
 
 def evaluate(args) -> dict:
     """Decode and score one split; write the eval files; return what went into the JSON."""
-    from train.run_loading import (check_run_dir, enable_compilation_cache, load_config, load_run,
+    from train.runs import (check_run_dir, enable_compilation_cache, load_config, load_run,
                                    load_tokenizer, quiet_logs, require_checkpoint_dir)
 
     quiet_logs()
@@ -104,8 +104,8 @@ def evaluate(args) -> dict:
     enable_compilation_cache(cfg)
 
     from data.pipeline import PreparedData  # imported late: errors above answer in a second or two
-    from train.generate import Generator
-    from train.metrics import generation_scores
+    from train.evals.generation import Generator
+    from train.evals.scores import generation_scores
 
     if args.limit is not None:
         dataset = dataset.select(range(min(max(args.limit, 0), len(dataset))))

@@ -3,12 +3,12 @@
 What the attention heads of a trained run do, from its best checkpoint:
 
   importance   |d validation loss / d head gate| per head, normalised per layer (Michel et al.
-               2019), for encoder self, decoder self and cross attention (train/head_importance.py)
+               2019), for encoder self, decoder self and cross attention (train/analysis/head_importance.py)
   pruning      heads switched off in order of increasing importance, 10% of all heads per step,
                validation loss and BLEU re-scored at each step (gates reach the decoder too)
   alignment    each cross-attention head's (and each layer's head-average) argmax word
                alignment under teacher forcing, against the corpus's gold links: precision,
-               recall, F1, AER (train/alignment.py); only for corpora with an `alignment` column
+               recall, F1, AER (train/evals/alignment.py); only for corpora with an `alignment` column
 
 Writes DIR/heads/heads.json (every figure), importance.png, pruning_curve.png, alignment.png and
 summary.md, and prints the Markdown summary. Arguments are Hydra overrides typed by HeadsArgs.
@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import MISSING
 
-from train.run_loading import DecodeOverrides, RunError, compose_args, decode_config, fail
+from train.runs import DecodeOverrides, RunError, compose_args, decode_config, fail
 
 USAGE = ("usage: python -m train.heads run_dir=DIR [split=validation] [step=N] [limit=N] [bleu_limit=N] "
          "[prune_step=0.1] [batch_rows=32] [decode.beam_size=1]")
@@ -57,7 +57,7 @@ def register_args() -> None:
 
 def alignment_block(counts: Any) -> dict:
     """JSON for one query convention: per-head and layer-average scores, the best of each."""
-    from train.alignment import METRICS, best_aligner
+    from train.evals.alignment import METRICS, best_aligner
 
     scores = counts.scores()  # (L, H + 1): column H is the layer's head average
     best_avg = best_aligner({m: scores[m][:, -1:] for m in METRICS}, heads_only=False)
@@ -75,7 +75,7 @@ def f1_grid(block: dict) -> np.ndarray:
 
 def base_gates(model_cfg: Any) -> dict[str, np.ndarray]:
     """All heads on, except those the run's own model.head_mask switched off."""
-    from train.head_importance import all_on, gate_shapes
+    from train.analysis.head_importance import all_on, gate_shapes
 
     gates = all_on(gate_shapes(model_cfg))
     for kind, rows in (model_cfg.head_mask or {}).items():
@@ -98,13 +98,13 @@ def analyse(args: Any) -> dict:
     import jax
 
     from data.pipeline import PreparedData
-    from train.alignment import AlignmentEvaluator, example_batches, gold_reversed, length_buckets
+    from train.evals.alignment import AlignmentEvaluator, example_batches, gold_reversed, length_buckets
     from train.evaluate import load_split
-    from train.generate import Generator
-    from train.head_importance import (gates_without, head_importance, make_gate_grad_fn, make_gated_decode_fn,
+    from train.evals.generation import Generator
+    from train.analysis.head_importance import (gates_without, head_importance, make_gate_grad_fn, make_gated_decode_fn,
                                        make_loss_fn, prunable_share, pruning_order, pruning_steps)
-    from train.metrics import generation_scores, primary_metric
-    from train.run_loading import enable_compilation_cache, load_run, quiet_logs
+    from train.evals.scores import generation_scores, primary_metric
+    from train.runs import enable_compilation_cache, load_run, quiet_logs
 
     quiet_logs()
     t0 = time.time()
@@ -205,7 +205,7 @@ def analyse(args: Any) -> dict:
 
 def write_figures(result: dict, out_dir: Path) -> None:
     """The three PNGs, drawn from heads.json's content alone (so they can be redrawn from it)."""
-    from train.head_plots import alignment_figure, importance_figure, pruning_figure, save
+    from train.analysis.head_plots import alignment_figure, importance_figure, pruning_figure, save
 
     imp = result["importance"]
     save(importance_figure({k: np.array(v["normalized"]) for k, v in imp.items()},

@@ -3,7 +3,7 @@
     python -m train.report multirun/2026-01-01_12-00-00_head_sweep
 
 Every folder under MULTIRUN_DIR holding `.hydra/config.yaml` is a run. The swept keys come from
-the sweep record the sweep callback leaves (`sweep.json`, train/callbacks.py), else Hydra's
+the sweep record the sweep callback leaves (`sweep.json`, train/sweep/callbacks.py), else Hydra's
 `multirun.yaml`, plus any override whose value differs between runs (Optuna trials). Written
 under MULTIRUN_DIR/report/:
 
@@ -121,7 +121,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def load_run(path: Path, root: Path) -> Run:
-    from train.callbacks import STATUS_FILE
+    from train.sweep.callbacks import STATUS_FILE
 
     overrides = dict(_split_override(o) for o in (_read_yaml(path / ".hydra/overrides.yaml") or []))
     hydra_cfg = _read_yaml(path / ".hydra/hydra.yaml") or {}
@@ -156,7 +156,7 @@ def find_runs(root: Path) -> list[Run]:
 
 def sweep_record(root: Path) -> tuple[list[str], Optional[list[list[str]]]]:
     """(swept keys, every point of the grid or None) from the sweep's own records."""
-    from train.callbacks import SWEEP_FILE
+    from train.sweep.callbacks import SWEEP_FILE
 
     record = _read_json(root / SWEEP_FILE)
     if record:
@@ -166,7 +166,7 @@ def sweep_record(root: Path) -> tuple[list[str], Optional[list[list[str]]]]:
         try:
             from omegaconf import OmegaConf
 
-            from train.callbacks import expand_grid, sweep_arguments
+            from train.sweep.callbacks import expand_grid, sweep_arguments
 
             points, swept, exact = expand_grid(sweep_arguments(OmegaConf.load(multirun)))
             return swept, points if exact else None
@@ -200,7 +200,7 @@ def missing_points(runs: list[Run], points: Optional[list[list[str]]], keys: lis
 
 # --------------------------------------------------------------------------- the table
 def primary_metric(runs: list[Run]) -> str:
-    from train.metrics import primary_metric as metric_for
+    from train.evals.scores import primary_metric as metric_for
 
     for run in runs:
         task = run.cfg("data.task")

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Optional, TextIO
 
 from omegaconf import MISSING
 
-from train.run_loading import DecodeOverrides, RunError, compose_args, decode_config, fail
+from train.runs import DecodeOverrides, RunError, compose_args, decode_config, fail
 
 USAGE = ("usage: python -m train.translate run_dir=DIR [input=FILE] [output=FILE] [step=N] "
          "[decode.beam_size=4] [decode.alpha=0.6]  (reads stdin, writes stdout; see configs/translate.yaml)")
@@ -56,7 +56,7 @@ class Translator:
 
     def __init__(self, run, decode):
         from data.pipeline import PreparedData
-        from train.generate import Generator
+        from train.evals.generation import Generator
 
         cfg = run.config
         self.run, self.tokenizer = run, run.tokenizer
@@ -122,7 +122,7 @@ def open_output(path: Optional[str], stdout: TextIO) -> TextIO:
 
 def translate(args, stdout: TextIO) -> int:
     """Translate every input line; return how many lines were written."""
-    from train.run_loading import enable_compilation_cache, load_run, quiet_logs
+    from train.runs import enable_compilation_cache, load_run, quiet_logs
 
     quiet_logs()
     source = open_input(args.input)  # a missing input file is reported before the model loads

@@ -7,7 +7,7 @@ with `train.fsdp=true`, each large array is split along one of its dimensions ov
 same axis (FSDP / ZeRO-3 style). XLA's SPMD partitioner then inserts the collectives
 itself: a gradient all-reduce for replicated parameters; for sharded ones an all-gather
 before use and a reduce-scatter of the gradients, the optimizer update running on the
-local shard only. Nothing in train/step.py knows how many devices there are.
+local shard only. Nothing in train/engine/step.py knows how many devices there are.
 
 Several hosts: `initialize_distributed` calls `jax.distributed.initialize()` before
 anything touches a device (auto-detected under SLURM with more than one task, or from
@@ -15,7 +15,7 @@ explicit coordinator settings); each process then feeds its own rows of the glob
 (`put_batch` -> `jax.make_array_from_process_local_data`) and the mesh spans the devices
 of all processes.
 
-The CPU speed fix for XLA's host allocations is in train/host_allocator.py.
+The CPU speed fix for XLA's host allocations is in train/engine/host_allocator.py.
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ def make_gated_decode_fn(graphdef: nnx.GraphDef, *, beam_size: int, alpha: float
                          max_len_a: float, max_len_b: int) -> Callable:
     """Jitted fn((params, gates), src (B, S)) -> tokens (B, max_len).
 
-    Takes (params, gates) as its first argument so that it drops in for train.generate.Generator's
+    Takes (params, gates) as its first argument so that it drops in for train.evals.generation.Generator's
     `decode_fn` (which calls decode_fn(params, src)); gates are traced, so one compile per bucket
     serves every pruning step.
     """

@@ -14,7 +14,7 @@ from data.packing import decode_batches
 from data.pipeline import PreparedData
 from model.decoding import make_decode_fn
 from train.config import DecodeConfig
-from train.metrics import generation_scores
+from train.evals.scores import generation_scores
 
 # Source lengths are padded up to one of these, so decoding compiles once per bucket.
 DECODE_BUCKETS = [16, 32, 64, 128, 256, 512, 1024]

@@ -221,7 +221,7 @@ def restore_params(checkpointer: Any, step: int, abstract_params: Any) -> Any:
     """Read only the model parameters of checkpoint `step` (orbax partial restore).
 
     The checkpoint holds {"state": TrainState, "key": PRNGKey} in its `state` item (see
-    train/checkpoint.py); asking for state.params alone skips the optimizer moments (2x the
+    train/engine/checkpoint.py); asking for state.params alone skips the optimizer moments (2x the
     parameters) and needs no optimizer to build the target. strict=True: a shape that differs
     from the model this code builds is an error, not a silent pad/truncate.
     """
@@ -289,7 +289,7 @@ def load_run(run_dir: Path | str, step: Optional[int] = None) -> LoadedRun:
     from flax import nnx
 
     from model.transformer import Transformer
-    from train.checkpoint import Checkpointer, config_hash
+    from train.engine.checkpoint import Checkpointer, config_hash
 
     checkpointer = Checkpointer(ckpt_dir)
     try:

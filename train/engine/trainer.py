@@ -28,15 +28,15 @@ from data.prefetch import Prefetcher
 from model.decoding import make_decode_fn
 from model.flops import flops_per_token
 from model.transformer import Transformer
-from train import faults
-from train.checkpoint import CheckpointError, Checkpointer, config_diff, config_hash
+from train.engine import faults
+from train.engine.checkpoint import CheckpointError, Checkpointer, config_diff, config_hash
 from train.config import REPO_ROOT, Config
-from train.generate import Generator
-from train.loggers import Loggers
-from train.metrics import primary_metric
-from train.optimizer import make_optimizer
-from train.probe import AttentionProbe
-from train.step import TrainState, create_state, make_eval_step, make_train_step, zero_metrics
+from train.evals.generation import Generator
+from train.engine.loggers import Loggers
+from train.evals.scores import primary_metric
+from train.engine.optimizer import make_optimizer
+from train.evals.probe import AttentionProbe
+from train.engine.step import TrainState, create_state, make_eval_step, make_train_step, zero_metrics
 
 
 class StopRequested(Exception):
@@ -108,7 +108,7 @@ class Trainer:
             raise SystemExit(f"error: {rows} rows per batch do not split over {self.mesh.size} devices; "
                              f"adjust data.max_tokens.")
         step_fn = make_train_step(self.graphdef, self.tx, cfg.train.label_smoothing)
-        if faults.nan_steps():  # test-only fault hook (train/faults.py); decided here, not per step
+        if faults.nan_steps():  # test-only fault hook (train/engine/faults.py); decided here, not per step
             step_fn = faults.with_injected_nan(step_fn, faults.nan_steps())
         self.train_step = jax.jit(step_fn, donate_argnums=0)
         self.eval_step = jax.jit(make_eval_step(self.graphdef))
@@ -139,9 +139,9 @@ class Trainer:
                                resume_step=self.start_step or None)
         # Attention maps and per-head statistics at each validation (its own jitted step).
         self.probe = AttentionProbe(self.graphdef, self.data, cfg, self.run_dir)
-        # Best cross-attention head's word-alignment F1 against gold links (train/alignment.py) on
+        # Best cross-attention head's word-alignment F1 against gold links (train/evals/alignment.py) on
         # the first val_bleu_examples validation pairs that have them; None without gold links.
-        from train.alignment import AlignmentEvaluator, gold_reversed, length_buckets
+        from train.evals.alignment import AlignmentEvaluator, gold_reversed, length_buckets
 
         self.alignment = AlignmentEvaluator.build(
             self.graphdef, self.data.splits["validation"], self.data.tokenizer,
@@ -261,7 +261,7 @@ class Trainer:
             print(f"{self.run_dir} already finished at step {start_step} (summary.json); raise "
                   f"train.max_steps to train on.")
             return summary
-        self.signals.__enter__()  # SIGTERM/SIGINT: finish the step, save, wait, exit (train/faults.py)
+        self.signals.__enter__()  # SIGTERM/SIGINT: finish the step, save, wait, exit (train/engine/faults.py)
         if start_step == 0:  # the maps at initialisation: the baseline every later probe is read against
             self.probe.run(0, self.state.params, self.loggers)
         batches = self.batches = Prefetcher(self.train_batches, size=cfg.data.prefetch, sharding=self.batch_sharding)
@@ -283,7 +283,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{logs['train/loss']:.3f}", tok_s=f"{logs['train/tokens_per_s']:.0f}")
                     self.check_nonfinite(logs)
                     interval_start = time.time()
-                if step == self.kill_at_step:  # test hook (train/faults.py): a crash between saves
+                if step == self.kill_at_step:  # test hook (train/engine/faults.py): a crash between saves
                     self.checkpointer.wait()  # so that the test knows which checkpoints are complete
                     faults.kill_self(f"after step {step}")
                 if step % cfg.train.eval_every == 0 and step != cfg.train.max_steps:

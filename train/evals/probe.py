@@ -24,8 +24,8 @@ import numpy as np
 from flax import nnx
 
 from data.config import BOS_ID, EOS_ID, PAD_ID
-from train.attention_plots import ATTENTION_TYPES, AXIS_NAMES, head_grid_figure, render, stat_heatmap_figure
-from train.attention_stats import STATS, head_stats, layer_summary, stack_layers
+from train.analysis.attention_plots import ATTENTION_TYPES, AXIS_NAMES, head_grid_figure, render, stat_heatmap_figure
+from train.analysis.attention_stats import STATS, head_stats, layer_summary, stack_layers
 
 READABLE_LEN = 24  # pairs up to this many tokens per side keep tick labels legible; preferred
 SCAN_LIMIT = 2000  # validation rows looked at when choosing the pairs (the first rows suffice)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from train.losses import smoothed_cross_entropy
+from train.engine.losses import smoothed_cross_entropy
 
 METRIC_KEYS = (
     "loss_sum", "nll_sum", "correct_sum", "tokens", "src_tokens", "grad_norm_sum", "steps", "nonfinite",

@@ -155,7 +155,7 @@ def validate_grid(master: DictConfig, config_loader: Any, max_points: int = 2000
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    except OSError as e:  # an unwritable sweep folder is reported by train.faults.OutputDirCheck
+    except OSError as e:  # an unwritable sweep folder is reported by train.engine.faults.OutputDirCheck
         log.warning("could not write %s: %s", sweep_dir / SWEEP_FILE, e)
     log.info("sweep: %d points valid (%s%.1f s)", len(checked), "" if exact else "interval ends; ",
              time.perf_counter() - tic)
