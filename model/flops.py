@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 from flax import nnx
 
 from model.config import ModelConfig
 
 
+def count_params(tree: Any) -> int:
+    """Number of scalars in a pytree of arrays (an nnx.State of parameters, say)."""
+    return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
 def num_params(model: nnx.Module) -> int:
-    """Number of trainable parameters (nnx.Param leaves)."""
-    state = nnx.state(model, nnx.Param)
-    return int(sum(x.size for x in jax.tree.leaves(state)))
+    """Number of trainable parameters (nnx.Param leaves) of a module."""
+    return count_params(nnx.state(model, nnx.Param))
 
 
 def flops_per_token(cfg: ModelConfig, vocab_size: int, src_len: int, tgt_len: int) -> dict:
