@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from model.config import ConfigError
@@ -50,10 +51,8 @@ class DataConfig:
     max_target_len: int = 128
     overlong: str = "truncate"  # truncate | drop
     # batching: training packs pairs into max_tokens // (max_source_len + max_target_len) rows
-    # (data/packing.py); generation pads sources to the smallest of bucket_lengths that fits
+    # (data/packing.py); generation uses its own buckets (train/evals/generation.py)
     max_tokens: int = 4096  # padded source + target tokens per batch, at most
-    bucket_lengths: list = field(default_factory=lambda: [16, 24, 32, 48, 64, 96, 128])
-    eval_batch_size: int = 64
     prefetch: int = 2  # batches prepared ahead on a background thread
     cache_dir: str = ".cache/data"  # tokenizers and tokenized datasets, keyed by content
 
@@ -73,11 +72,6 @@ class DataConfig:
         if self.vocab_size < 64:
             raise ConfigError(f"data.vocab_size={self.vocab_size} is too small (need >= 64).")
         longest = max(self.max_source_len, self.max_target_len)
-        if max(self.bucket_lengths) < longest:
-            raise ConfigError(
-                f"data.bucket_lengths tops out at {max(self.bucket_lengths)} but max lengths are "
-                f"{self.max_source_len}/{self.max_target_len}: add a bucket >= {longest}."
-            )
         if self.max_tokens < 2 * longest:
             raise ConfigError(
                 f"data.max_tokens={self.max_tokens} cannot hold one pair of "
@@ -100,3 +94,9 @@ class DataConfig:
         if self.max_source_len < 2 or self.max_target_len < 2:
             raise ConfigError("data.max_source_len and data.max_target_len must be >= 2 (a token and EOS).")
         return self
+
+
+def resolve(path: str, root: Path) -> Path:
+    """Relative config paths are relative to the repository root, not the working directory."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(root) / p

@@ -34,9 +34,9 @@ import datasets
 import numpy as np
 from filelock import FileLock
 
-from data.config import EOS_ID, DataConfig
+from data.config import EOS_ID, DataConfig, resolve
 from data.errors import DataError
-from data.sources import corpus_identity, load_splits, resolve
+from data.sources import corpus_identity, load_splits
 from data.tokenizer import TOKENIZER_FILE, SubwordTokenizer, load_or_train
 
 log = logging.getLogger(__name__)

@@ -60,7 +60,7 @@ def trained_run(tmp_path_factory) -> Path:
     proc = run_cli([
         "-m", "train", "model=tiny", "data=local", f"data.path={root / 'corpus'}", "data.vocab_size=200",
         f"data.cache_dir={root / 'cache'}", "data.max_source_len=16", "data.max_target_len=16",
-        "data.bucket_lengths=[8,16]", "data.max_tokens=512",
+        "data.max_tokens=512",
         f"train.max_steps={STEPS}", f"train.eval_every={STEPS}", "train.log_every=5",
         "train.checkpoint_every=0", "train.val_bleu_examples=16", "train.progress=false",
         "logger.wandb=offline", f"hydra.run.dir={run_dir}",

@@ -56,8 +56,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cfg_for(folder: Path, cache: Path, **kw) -> DataConfig:
-    kw = {"vocab_size": 300, "max_source_len": 48, "max_target_len": 48, "max_tokens": 768,
-          "bucket_lengths": [8, 16, 32, 48], **kw}
+    kw = {"vocab_size": 300, "max_source_len": 48, "max_target_len": 48, "max_tokens": 768, **kw}
     return DataConfig(name="t", path=str(folder), cache_dir=str(cache), **kw).validate()
 
 
@@ -315,12 +314,13 @@ class iter_with_state:
 
 
 def test_decode_batches(prepared) -> None:
-    cfg, data = prepared
+    _, data = prepared
+    buckets = [8, 16, 32, 48]  # the last one fits max_source_len=48 (cfg_for)
     test = data.splits["test"]
     src_ids = test["src_ids"]
     seen, shapes = [], set()
-    for indices, src in decode_batches(test, batch_size=16, buckets=cfg.bucket_lengths):
-        assert src.shape[0] == 16 and src.shape[1] in cfg.bucket_lengths and src.dtype == np.int32
+    for indices, src in decode_batches(test, batch_size=16, buckets=buckets):
+        assert src.shape[0] == 16 and src.shape[1] in buckets and src.dtype == np.int32
         shapes.add(src.shape)
         for i, ex in enumerate(indices.tolist()):
             if ex < 0:
@@ -328,10 +328,10 @@ def test_decode_batches(prepared) -> None:
                 continue
             n = len(src_ids[ex])
             assert src[i, :n].tolist() == src_ids[ex] and np.all(src[i, n:] == PAD_ID)
-            assert n > ([0] + sorted(cfg.bucket_lengths))[sorted(cfg.bucket_lengths).index(src.shape[1])]
+            assert n > ([0] + sorted(buckets))[sorted(buckets).index(src.shape[1])]
             seen.append(ex)
     assert sorted(seen) == list(range(len(test)))
-    assert len(shapes) <= len(cfg.bucket_lengths)
+    assert len(shapes) <= len(buckets)
 
 
 # --------------------------------------------------------------------------- the embedded corpus
@@ -367,11 +367,11 @@ def test_prepare_command(tmp_path: Path) -> None:
     from conftest import run_cli
 
     make_corpus(tmp_path / "c", {"train": 300, "validation": 20})
-    args = ["-m", "data.prepare", "data=local", f"data.path={tmp_path / 'c'}", "data.format=jsonl",
+    args = ["-m", "train.prepare", "data=local", f"data.path={tmp_path / 'c'}", "data.format=jsonl",
             "data.source_lang=en", "data.target_lang=es", f"data.cache_dir={tmp_path / 'cache'}",
             "data.vocab_size=100"]
     result = run_cli(args, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "real tokens; cache " + str(tmp_path / "cache") in result.stdout
-    bad = run_cli(["-m", "data.prepare", "data=local", f"data.path={tmp_path / 'nowhere'}"], timeout=120)
+    bad = run_cli(["-m", "train.prepare", "data=local", f"data.path={tmp_path / 'nowhere'}"], timeout=120)
     assert bad.returncode == 1 and "not a folder" in bad.stderr and "Traceback" not in bad.stderr

@@ -178,7 +178,7 @@ def short_run(tmp_path_factory) -> Path:
         "-m", "train", "model=tiny", "model.d_model=32", "model.num_heads=2", "model.ffn_dim=64",
         "model.num_layers=1", "model.max_len=16", f"data.path={tmp / 'corpus'}", f"data.cache_dir={tmp / 'cache'}",
         "data.test_split=null", "data.vocab_size=100", "data.max_source_len=16", "data.max_target_len=16",
-        "data.bucket_lengths=[16]", "data.max_tokens=256", "train.max_steps=10", "train.eval_every=5",
+        "data.max_tokens=256", "train.max_steps=10", "train.eval_every=5",
         "train.log_every=10", "train.checkpoint_every=0", "train.val_bleu_examples=4", "train.probe_examples=2",
         "train.progress=false", "train.compilation_cache=null", "decode.batch_size=8", "logger=jsonl",
         f"hydra.run.dir={run_dir}"], env=FAST_XLA)

@@ -106,7 +106,7 @@ def base_overrides(ws: Path) -> dict[str, str]:
         "model.num_layers": "1",
         "data": "local", "data.path": str(ws / "corpus"), "data.vocab_size": "300",
         "data.cache_dir": str(ws / "data_cache"), "data.max_source_len": "32", "data.max_target_len": "32",
-        "data.max_tokens": "256", "data.bucket_lengths": "[32]", "data.prefetch": "2",
+        "data.max_tokens": "256", "data.prefetch": "2",
         "train.max_steps": str(STEPS), "train.log_every": "1", "train.eval_every": "1000",
         "train.checkpoint_every": str(EVERY), "train.keep_checkpoints": "2", "train.val_bleu_examples": "4",
         "train.probe_examples": "0", "train.progress": "false", "train.compilation_cache": "null",

@@ -38,7 +38,7 @@ def test_two_point_sweep_then_report(tmp_path: Path):
     proc = run_cli([
         "-m", "train", "-m", "model.num_heads=1,2", *TINY,
         "data=local", f"data.path={tmp_path / 'corpus'}", f"data.cache_dir={tmp_path / 'cache'}",
-        "data.vocab_size=100", "data.max_source_len=16", "data.max_target_len=16", "data.bucket_lengths=[16]",
+        "data.vocab_size=100", "data.max_source_len=16", "data.max_target_len=16",
         "data.max_tokens=256", "train.max_steps=12", "train.log_every=4", "train.eval_every=12",
         "train.checkpoint_every=0", "train.val_bleu_examples=4", "train.probe_examples=2", "train.progress=false",
         f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}_heads${model.num_heads}",

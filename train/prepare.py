@@ -1,7 +1,7 @@
-"""Prepare (download, tokenize, cache) a dataset ahead of training: `python -m data.prepare`.
+"""Prepare (download, tokenize, cache) a dataset ahead of training: `python -m train.prepare`.
 
-    python -m data.prepare                                  # the default, data=bible_en_es
-    python -m data.prepare data=wmt14_de_en data.vocab_size=16000
+    python -m train.prepare                                  # the default, data=bible_en_es
+    python -m train.prepare data=wmt14_de_en data.vocab_size=16000
 
 Takes the same Hydra overrides as `python -m train`, so it fills exactly the cache that
 the training run will read. Run it once before a sweep: the jobs then only read the cache
@@ -21,8 +21,7 @@ from data.config import DataConfig
 from data.errors import DataError
 from data.packing import PackedBatches
 from data.pipeline import prepare
-
-ROOT = Path(__file__).resolve().parent.parent
+from train.config import REPO_ROOT, compose, to_config
 
 
 def main(cfg: DataConfig, root: Path) -> dict:
@@ -47,8 +46,6 @@ def main(cfg: DataConfig, root: Path) -> dict:
 
 def _compose(overrides: list[str]) -> DataConfig:
     """The data section of the full Hydra config (same composition as `python -m train`)."""
-    from train.config import compose, to_config
-
     return to_config(compose(overrides)).data
 
 
@@ -62,6 +59,6 @@ if __name__ == "__main__":
     except (ValueError, HydraException, OmegaConfBaseException) as e:  # ConfigError, bad overrides
         sys.exit(f"error: {e}")
     try:
-        main(data_cfg, ROOT)
+        main(data_cfg, REPO_ROOT)
     except DataError as e:  # bad input: the message says what to do, no traceback needed
         sys.exit(f"error: {e}")
