@@ -1,4 +1,4 @@
-"""train/report.py on a hand-made multirun directory: every status, seeds, sorting, plots, text."""
+"""train/report/ on a hand-made multirun directory: every status, seeds, sorting, plots, text."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train.report import build_report, main, sparkline
+from train.report.__main__ import main
+from train.report.build import build_report
+from train.report.plots import sparkline
 
 HEADS = (1, 2, 16)  # 16 sorts after 2: numeric, not lexicographic
 SEEDS = (0, 1)

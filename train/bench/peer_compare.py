@@ -1,14 +1,14 @@
-"""Interleaved rounds against the PyTorch peer baseline (`../shared/bench/torch_reference.py`).
+"""Interleaved rounds against a PyTorch peer script, run by another interpreter.
 
     python -m train.bench --only train --torch-python /path/to/venv-with-torch/bin/python
 
-A shared 2-core VM drifts by +-20% from minute to minute, so times from separate sessions (or
-even separate minutes) cannot be compared. Each round here times the project's already
-compiled train step, then runs the PyTorch script eagerly and under `torch.compile` in a
-subprocess, back to back, and reports the ratios of that round; the summary line gives the
-median ratio over rounds. PyTorch is never imported here: it lives in whatever interpreter
-`--torch-python` names (`pip install torch==2.13.0` there), so it stays out of the project's
-dependencies.
+A shared VM's speed drifts from minute to minute, so times from separate sessions (or even
+separate minutes) cannot be compared. Each round here times the project's already compiled
+train step, then runs the PyTorch script (--torch-script) eagerly and under `torch.compile`
+in a subprocess, back to back, with the same workload, and reports the ratios of that round;
+the summary line gives the median ratio over rounds. PyTorch is never imported here: it lives
+in whatever interpreter `--torch-python` names (`pip install torch==2.13.0` there), so it
+stays out of the project's dependencies.
 """
 
 from __future__ import annotations

@@ -1,0 +1,14 @@
+"""The benchmark: `python -m train.bench` (see __main__.py) prints one JSON object per part.
+
+    workload.py       the presets, the command's options, the model config and the synthetic batch
+    records.py        the JSON lines on stdout, progress on stderr, the device fields of every line
+    compile_timer.py  JAX's own compile durations (jax.monitoring)
+    peak.py           the matmul peak that MFU divides by
+    train_step.py     the train line: the real training step, timed, with its FLOPs and MFU
+    decode.py         the decode line: greedy and beam search, with and without the KV cache
+    data_pipeline.py  the data line: the packing pipeline on the embedded corpus
+    peer_compare.py   interleaved rounds against a PyTorch script run by another interpreter
+
+It may import model/, data/, train.config and train.engine.* (JAX only inside functions, after
+the host allocator is configured); it never imports torch.
+"""

@@ -1,0 +1,82 @@
+"""`python -m train.bench`: the project's benchmark workload, one JSON object per line.
+
+    python -m train.bench                       # train + decode + data
+    python -m train.bench --only train          # one part (train | decode | data, comma-separated)
+    python -m train.bench --short               # CI: small model, few steps, same lines and keys
+    python -m train.bench --preset gpu512       # d_model 512, 8 heads, 6+6 layers, bfloat16 (for GPUs)
+    python -m train.bench --batch 128 --dtype bfloat16 --fsdp --steps 20 ...
+    python -m train.bench --only train --torch-python VENV/bin/python   # + interleaved PyTorch rounds
+
+Lines (each has "name"):
+  train   ms_per_step, tokens_per_s (source + target tokens), compile_s, flops_per_step,
+          peak_flops_per_s, mfu = flops_per_step / (s per step) / peak_flops_per_s, from the
+          median of --timing-rounds alternations of peak and step timing (all under "rounds")
+  decode  greedy and beam-4 sentences/s, KV-cached and uncached (prefix recomputed each step)
+  data    packing pipeline tokens/s and padding efficiency on the embedded corpus's training
+          split, and the number of distinct train-step batch shapes over one epoch
+  compare (with --torch-python) per round: project_ms, torch_eager_ms, torch_compile_ms and
+          their ratios vs_torch_eager / vs_torch_compile; then a round="median" summary
+
+The workload is described in workload.py, the FLOP counting in train_step.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from train.bench.compile_timer import CompileTimer
+from train.bench.data_pipeline import bench_data
+from train.bench.decode import bench_decode
+from train.bench.peak import matmul_peak
+from train.bench.peer_compare import PeerError, check_peer, compare_rounds
+from train.bench.records import emit, environment, log
+from train.bench.train_step import bench_train
+from train.bench.workload import parse_args
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv, description=__doc__.splitlines()[0])
+    if a.torch_python:
+        try:  # before anything is compiled
+            log(f"peer: torch {check_peer(a.torch_python, Path(a.torch_script))} ({a.torch_python})")
+        except PeerError as e:
+            raise SystemExit(f"error: {e}") from None
+    if not a.no_host_allocator_fix:
+        from train.engine.host_allocator import configure_host_allocator
+
+        configure_host_allocator()  # before JAX starts its threads
+    import jax
+
+    if a.compilation_cache:
+        jax.config.update("jax_compilation_cache_dir", a.compilation_cache)
+    from train.engine.sharding import initialize_distributed, make_mesh
+
+    initialize_distributed()
+    mesh = make_mesh(argparse.Namespace(mesh_data=a.mesh_data))
+    timer = CompileTimer()
+    env = environment(mesh)
+    log(f"{env['devices']} x {env['platform']} ({env['device_kind']}), preset {a.preset}, parts {a.parts}")
+    if "train" in a.parts:
+        n = a.peak_n or (2048 if env["platform"] == "cpu" else 8192)
+        peak, peak_label = matmul_peak(mesh, a.dtype, n)
+        rec, seconds_per_step = bench_train(a, mesh, timer, peak)
+        rec["peak_matmul"] = peak_label
+        if env["platform"] == "cpu" and a.preset == "gpu512":
+            rec["note"] = "gpu512 is a GPU config; its CPU MFU is not meaningful"
+        emit({**rec, **env, "preset": a.preset, "short": a.short})
+        if a.torch_python:
+            for record in compare_rounds(a, seconds_per_step, a.torch_python, Path(a.torch_script),
+                                         a.rounds):
+                log(f"compare {record['round']}: project {record['project_ms']} ms/step, torch eager "
+                    f"{record['torch_eager_ms']} ({record['vs_torch_eager']}x), torch.compile "
+                    f"{record['torch_compile_ms']} ({record['vs_torch_compile']}x)")
+                emit({**record, **env, "preset": a.preset, "short": a.short})
+    if "decode" in a.parts:
+        emit({**bench_decode(a, timer), **env, "preset": a.preset, "short": a.short})
+    if "data" in a.parts and jax.process_index() == 0:
+        emit({**bench_data(a), "short": a.short})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""The sweep report: `python -m train.report DIR` (see __main__.py) compares the runs of a sweep.
+
+    sweep.py   the runs of a sweep directory, the swept keys and the grid points never started
+    runs.py    one run directory: its config, overrides, metrics, summary and status
+    values.py  swept values and metrics as numbers: parsing, sorting, mean and spread
+    table.py   one row per run, the Markdown table and the CSV
+    plots.py   the figures, each with a text version for the Markdown
+    build.py   the report files (report.md, report.csv, the figures) from a sweep directory
+
+It reads files only: it may import numpy, omegaconf, matplotlib (plots.py, lazily) and
+train.sweep.callbacks / train.evals.scores for file names and the task's metric; never JAX,
+Flax or model/.
+"""
