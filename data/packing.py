@@ -1,16 +1,9 @@
-"""Fixed-shape batches: packing for training, length buckets for generation.
+"""Packed training batches: several pairs per row (T5-style), one fixed shape, exact resume.
 
-Training batches pack several pairs into each of R rows (T5-style), so every batch has the
-same shape and the train step compiles once:
-
-    src, src_segments, src_positions            (R, S)  S = cfg.max_source_len
-    tgt_in, tgt_out, tgt_segments, tgt_positions (R, T)  T = cfg.max_target_len
-    R = cfg.max_tokens // (S + T)
-
-Pair k of a row (1-based) has segment id k on both sides and positions restarting at 0;
-padding is PAD_ID with segment 0. The model must mask attention to equal segment ids
-(encoder self, decoder self and cross attention), causally on the decoder.
-tgt_in = [BOS] + tgt_ids[:-1], tgt_out = tgt_ids (which end in EOS).
+Every batch is a data.batch.Batch of R rows, S = cfg.max_source_len source and T =
+cfg.max_target_len target tokens, R = cfg.max_tokens // (S + T), so the train step compiles
+once. The model masks attention to equal segment ids (encoder self, decoder self and cross
+attention), causally on the decoder.
 
 The epoch's batch plan is a pure function of (seed, epoch, lengths): examples in the order
 of a numpy Generator seeded with [seed, epoch], placed first-fit into the R open rows of
@@ -27,7 +20,8 @@ from typing import Iterator, Optional
 import datasets
 import numpy as np
 
-from data.config import BOS_ID, PAD_ID, DataConfig
+from data.batch import Batch
+from data.config import DataConfig
 from data.errors import DataError
 
 LOOKAHEAD = 256  # consecutive misfits before a batch closes: 64 -> 256 gains ~0.6% fill, costs 0.1 s/epoch per 30k pairs
@@ -151,7 +145,7 @@ class PackedBatches:
     def __iter__(self) -> "PackedBatches":
         return self
 
-    def __next__(self) -> dict[str, np.ndarray]:
+    def __next__(self) -> Batch:
         while self._batch >= len(self.plan(self._epoch)):
             if not self.repeat:
                 raise StopIteration
@@ -160,7 +154,7 @@ class PackedBatches:
         self._batch += 1
         return batch
 
-    def iter_epoch(self, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    def iter_epoch(self, epoch: int = 0) -> Iterator[Batch]:
         """One pass over `epoch`'s batches, independent of the iterator state."""
         for placed in list(self.plan(epoch)):
             yield self.build(placed)
@@ -179,63 +173,6 @@ class PackedBatches:
 
     # ---------------------------------------------------------------- assembly
 
-    def build(self, placed: np.ndarray) -> dict[str, np.ndarray]:
+    def build(self, placed: np.ndarray) -> Batch:
         """Materialise one batch from its [example, row] placements."""
-        R, S, T = self.rows, self.S, self.T
-        src, src_seg, src_pos = (np.zeros((R, S), np.int32) for _ in range(3))
-        tgt_in, tgt_out, tgt_seg, tgt_pos = (np.zeros((R, T), np.int32) for _ in range(4))
-        ar = np.arange(max(S, T), dtype=np.int32)
-        nseg, s_used, t_used = [0] * R, [0] * R, [0] * R
-        for ex, r in placed.tolist():
-            nseg[r] += 1
-            a, b = self._src_off[ex], self._src_off[ex + 1]
-            o, n = s_used[r], b - a
-            src[r, o : o + n] = self._src[a:b]
-            src_seg[r, o : o + n] = nseg[r]
-            src_pos[r, o : o + n] = ar[:n]
-            s_used[r] += n
-            a, b = self._tgt_off[ex], self._tgt_off[ex + 1]
-            o, n = t_used[r], b - a
-            tgt_out[r, o : o + n] = self._tgt[a:b]
-            tgt_in[r, o] = BOS_ID  # teacher forcing: shift right within the segment
-            tgt_in[r, o + 1 : o + n] = self._tgt[a : b - 1]
-            tgt_seg[r, o : o + n] = nseg[r]
-            tgt_pos[r, o : o + n] = ar[:n]
-            t_used[r] += n
-        return {
-            "src": src, "src_segments": src_seg, "src_positions": src_pos,
-            "tgt_in": tgt_in, "tgt_out": tgt_out, "tgt_segments": tgt_seg, "tgt_positions": tgt_pos,
-        }
-
-
-def decode_batches(
-    dataset: datasets.Dataset, batch_size: int, buckets: list[int]
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(indices (batch_size,), src (batch_size, L) int32) for generation, sorted by length.
-
-    L is the smallest bucket that holds the batch's sources, so there is one compile per
-    bucket; every batch has exactly batch_size rows (filler rows are all PAD with index
-    -1). indices[i] is the dataset row of src[i], to put outputs back in corpus order.
-    """
-    values, offsets = _flat_lists(dataset, "src_ids")
-    lengths = np.diff(offsets)
-    sizes = np.asarray(sorted(buckets))
-    if lengths.size and lengths.max() > sizes[-1]:
-        raise DataError(
-            f"Sources of up to {lengths.max()} tokens exceed the largest of data.bucket_lengths "
-            f"({sizes[-1]}); add a bucket >= {lengths.max()}."
-        )
-    order = np.argsort(lengths, kind="stable")
-    bucket = np.searchsorted(sizes, lengths[order], side="left")  # smallest bucket >= length
-    for b in np.unique(bucket):
-        members = order[bucket == b]
-        L = int(sizes[b])
-        for start in range(0, len(members), batch_size):
-            chunk = members[start : start + batch_size]
-            indices = np.full(batch_size, -1, dtype=np.int64)
-            indices[: len(chunk)] = chunk
-            src = np.full((batch_size, L), PAD_ID, dtype=np.int32)
-            for i, ex in enumerate(chunk.tolist()):
-                a, e = offsets[ex], offsets[ex + 1]
-                src[i, : e - a] = values[a:e]
-            yield indices, src
+        return Batch.packed(self._src, self._src_off, self._tgt, self._tgt_off, placed, self.rows, self.S, self.T)

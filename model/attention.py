@@ -6,9 +6,12 @@ Masks are boolean, True = may attend, broadcastable to (B, H, T, S); the helpers
 
 Two code paths give the same outputs:
   - fast: `jax.nn.dot_product_attention` (XLA today; cuDNN flash attention on GPU once JAX picks
-    it by itself); used whenever the weights are not wanted and attention dropout is off.
-  - explicit: einsum + float32 softmax; returns the weights (attention maps, head analysis) and
-    applies attention dropout.
+    it by itself); used whenever the weights are not recorded and attention dropout is off.
+  - explicit: einsum + float32 softmax; applies attention dropout, and when `record_weights` is
+    set it sows the weights (B, H, T, S) as an `nnx.Intermediate` named "attention_weights".
+    That flag is how attention maps leave the model, and only through model/attention_maps.py,
+    which sets it on a merged copy for a probe forward; training never sets it, so the training
+    step keeps the fast path and sows nothing.
 A query row with no key to attend to (a padding query) gets zero output in both paths, never NaN.
 """
 
@@ -74,6 +77,7 @@ class MultiHeadAttention(nnx.Module):
         self.self_attention = self_attention
         self.impl = impl
         self.dropout_rate = dropout
+        self.record_weights = False  # set only by model/attention_maps.py (see the module docstring)
         width = num_heads * self.head_dim
 
         def linear(d_in: int, d_out: int, num: int = 1) -> nnx.Linear:
@@ -100,12 +104,12 @@ class MultiHeadAttention(nnx.Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array | None, context: jax.Array | None = None, *,
                  kv: dict[str, jax.Array] | None = None, dropout_key: jax.Array | None = None,
-                 head_gates: jax.Array | None = None, return_weights: bool = False):
+                 head_gates: jax.Array | None = None) -> jax.Array:
         """Attend from x (B, T, D) to itself, or to `context` (B, S, D) / precomputed `kv`.
 
         mask: boolean, broadcastable to (B, H, T, S). head_gates: (H,) multiplies each head's
         output before the output projection (0 removes the head; differentiable).
-        Returns (B, T, D), or ((B, T, D), weights (B, H, T, S) float32) when return_weights.
+        Returns (B, T, D).
         """
         if self.self_attention:
             q, k, v = self._heads(self.qkv(x), 3)  # each (B, T, H, K)
@@ -113,7 +117,7 @@ class MultiHeadAttention(nnx.Module):
             (q,) = self._heads(self.q(x), 1)
             kv = self.project_kv(context) if kv is None else kv
             k, v = kv["k"], kv["v"]  # (B, S, H, K)
-        return self._attend(q, k, v, mask, dropout_key, head_gates, return_weights)
+        return self._attend(q, k, v, mask, dropout_key, head_gates)
 
     def decode_step(self, x: jax.Array, cache: dict[str, jax.Array], position: jax.Array, *,
                     head_gates: jax.Array | None = None):
@@ -137,16 +141,17 @@ class MultiHeadAttention(nnx.Module):
         slots = jnp.arange(cache["k"].shape[1])
         visible = slots[None, :] <= jnp.broadcast_to(position, (x.shape[0],))[:, None]  # (B, L)
         mask = visible[:, None, None, :]  # (B, 1, 1, L)
-        out = self._attend(q, cache["k"], cache["v"], mask, None, head_gates, False)
+        out = self._attend(q, cache["k"], cache["v"], mask, None, head_gates)
         return out, cache
 
-    def _attend(self, q, k, v, mask, dropout_key, head_gates, return_weights):
+    def _attend(self, q, k, v, mask, dropout_key, head_gates):
         dropout_on = dropout_key is not None and self.dropout_rate > 0.0
-        if return_weights or dropout_on or self.impl == "explicit":
+        if self.record_weights or dropout_on or self.impl == "explicit":
             out, weights = self._explicit(q, k, v, mask, dropout_key)  # (B, T, H, K)
+            if self.record_weights:
+                self.sow(nnx.Intermediate, "attention_weights", weights)  # (B, H, T, S) float32
         else:
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None)
-            weights = None
             if mask is not None:
                 # Rows with no visible key: XLA gives the mean of v; zero them to match the
                 # explicit path (their result is never used, but both paths should agree).
@@ -155,8 +160,7 @@ class MultiHeadAttention(nnx.Module):
         if head_gates is not None:
             out = out * head_gates.astype(out.dtype)[None, None, :, None]
         b, t = out.shape[:2]
-        out = self.out(out.reshape(b, t, -1))  # (B, T, D)
-        return (out, weights) if return_weights else out
+        return self.out(out.reshape(b, t, -1))  # (B, T, D)
 
     def _explicit(self, q, k, v, mask, dropout_key):
         scale = self.head_dim ** -0.5

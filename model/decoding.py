@@ -12,7 +12,7 @@ and evaluation loops (jit once over (state, src), merge the model inside).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -185,19 +185,48 @@ def sequence_log_prob(model: Transformer, src: jax.Array, tokens: jax.Array, *,
     return jnp.sum(jnp.where(upto_eos & (tokens != pad_id), token_lp, 0.0), axis=1)
 
 
+class GatedModel:
+    """A merged Transformer whose forward passes all use fixed `head_gates`: hands the decoders
+    above a model with heads switched off, without changing them."""
+
+    def __init__(self, model: Any, head_gates: dict):
+        self._model, self._gates = model, head_gates
+
+    def __getattr__(self, name: str) -> Any:  # init_cache, precompute_cross, cfg, ...
+        return getattr(self._model, name)
+
+    def encode(self, *args, **kwargs):
+        return self._model.encode(*args, head_gates=self._gates, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        return self._model.decode(*args, head_gates=self._gates, **kwargs)
+
+    def decode_step(self, *args, **kwargs):
+        return self._model.decode_step(*args, head_gates=self._gates, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self._model(*args, head_gates=self._gates, **kwargs)
+
+
 def make_decode_fn(graphdef: nnx.GraphDef, *, beam_size: int, alpha: float, max_len: int,
                    max_len_a: float, max_len_b: int, bos_id: int = 1, eos_id: int = 2,
-                   pad_id: int = 0) -> Callable[[nnx.State, jax.Array], jax.Array]:
+                   pad_id: int = 0, gated: bool = False) -> Callable[[Any, jax.Array], jax.Array]:
     """A jitted fn(state, src (B, S)) -> tokens (B, max_len): greedy when beam_size == 1.
 
     The model is merged inside the pure function, so the caller splits once
     (`graphdef, state = nnx.split(model)`) and passes the current state each time.
+    gated=True: the first argument is (state, head_gates) instead; the gates are traced, so one
+    compile per source shape serves every set of heads switched off.
     """
     kw = dict(max_len=max_len, max_len_a=max_len_a, max_len_b=max_len_b, bos_id=bos_id,
               eos_id=eos_id, pad_id=pad_id)
 
-    def decode(state: nnx.State, src: jax.Array) -> jax.Array:
-        model = nnx.merge(graphdef, state)
+    def decode(state: Any, src: jax.Array) -> jax.Array:
+        if gated:
+            state, head_gates = state
+            model = GatedModel(nnx.merge(graphdef, state), head_gates)
+        else:
+            model = nnx.merge(graphdef, state)
         if beam_size == 1:
             return greedy_decode(model, src, **kw)
         return beam_search(model, src, beam_size=beam_size, alpha=alpha, **kw)[0]

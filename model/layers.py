@@ -123,14 +123,12 @@ class EncoderLayer(_Sublayers):
         self._init_common(cfg, 2, rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array, *, dropout_key: jax.Array | None = None,
-                 head_gates: jax.Array | None = None, return_attention: bool = False):
-        """x: (B, S, D), mask: (B, 1, S, S). Returns (B, S, D) [, weights (B, H, S, S)]."""
+                 head_gates: jax.Array | None = None) -> jax.Array:
+        """x: (B, S, D), mask: (B, 1, S, S). Returns (B, S, D)."""
         h = self.self_attn(self._input(x, 0), mask, dropout_key=fold_key(dropout_key, 0),
-                           head_gates=head_gates, return_weights=return_attention)
-        h, weights = h if return_attention else (h, None)
+                           head_gates=head_gates)
         x = self._residual(x, h, 0, fold_key(dropout_key, 1))
-        x = self._residual(x, self.ffn(self._input(x, 1)), 1, fold_key(dropout_key, 2))
-        return (x, weights) if return_attention else x
+        return self._residual(x, self.ffn(self._input(x, 1)), 1, fold_key(dropout_key, 2))
 
 
 class DecoderLayer(_Sublayers):
@@ -149,24 +147,19 @@ class DecoderLayer(_Sublayers):
 
     def __call__(self, x: jax.Array, memory: jax.Array, self_mask: jax.Array,
                  cross_mask: jax.Array, *, dropout_key: jax.Array | None = None,
-                 head_gates: dict | None = None, return_attention: bool = False):
+                 head_gates: dict | None = None) -> jax.Array:
         """x: (B, T, D), memory: (B, S, D), masks (B, 1, T, T) and (B, 1, T, S).
 
-        head_gates: {"self": (H,), "cross": (H,)} or None. Returns (B, T, D)
-        [, (self weights (B, H, T, T), cross weights (B, H, T, S))].
+        head_gates: {"self": (H,), "cross": (H,)} or None. Returns (B, T, D).
         """
         gates = head_gates or {}
         h = self.self_attn(self._input(x, 0), self_mask, dropout_key=fold_key(dropout_key, 0),
-                           head_gates=gates.get("self"), return_weights=return_attention)
-        h, self_w = h if return_attention else (h, None)
+                           head_gates=gates.get("self"))
         x = self._residual(x, h, 0, fold_key(dropout_key, 1))
         h = self.cross_attn(self._input(x, 1), cross_mask, memory,
-                            dropout_key=fold_key(dropout_key, 2), head_gates=gates.get("cross"),
-                            return_weights=return_attention)
-        h, cross_w = h if return_attention else (h, None)
+                            dropout_key=fold_key(dropout_key, 2), head_gates=gates.get("cross"))
         x = self._residual(x, h, 1, fold_key(dropout_key, 3))
-        x = self._residual(x, self.ffn(self._input(x, 2)), 2, fold_key(dropout_key, 4))
-        return (x, (self_w, cross_w)) if return_attention else x
+        return self._residual(x, self.ffn(self._input(x, 2)), 2, fold_key(dropout_key, 4))
 
     def decode_step(self, x: jax.Array, cache: dict, position: jax.Array, cross_kv: dict,
                     cross_mask: jax.Array, *, head_gates: dict | None = None):

@@ -12,6 +12,9 @@ is stored in the module.
 
 Head gates: {"encoder_self": (Le, H), "decoder_self": (Ld, H), "cross": (Ld, H)}, any subset;
 each gate multiplies one head's output (1 = on, 0 = removed). Defaults to cfg.head_mask.
+
+Attention weights are not a return value: model/attention_maps.py records them from the same
+forward (the one way they leave the model).
 """
 
 from __future__ import annotations
@@ -23,14 +26,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model.attention import causal_mask, padding_mask, segment_mask
-from model.config import ModelConfig
+from model.config import ATTENTION_TYPES, ModelConfig
 from model.dropout import dropout
 from model.matmul import dot_general
 from model.layers import (DecoderLayer, EncoderLayer, LearnedPositions, SinusoidalPositions,
                           TokenEmbedding, fold_key)
-
-GATE_KEYS = ("encoder_self", "decoder_self", "cross")
-
 
 class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int, *, rngs: nnx.Rngs, pad_id: int = 0):
@@ -80,9 +80,9 @@ class Transformer(nnx.Module):
         if gates is None and self.default_gates is not None:
             gates = dict(self.default_gates)
         gates = gates or {}
-        unknown = set(gates) - set(GATE_KEYS)
+        unknown = set(gates) - set(ATTENTION_TYPES)
         if unknown:  # a typo would otherwise silently leave every head on
-            raise ValueError(f"unknown head_gates keys {sorted(unknown)}; expected {GATE_KEYS}")
+            raise ValueError(f"unknown head_gates keys {sorted(unknown)}; expected {ATTENTION_TYPES}")
         return {k: jnp.asarray(v, jnp.float32) for k, v in gates.items()}
 
     @staticmethod
@@ -100,11 +100,10 @@ class Transformer(nnx.Module):
             return self.embed.attend(x)  # (B, T, V) float32
         return self.output(x).astype(jnp.float32)
 
-    def _apply(self, layer: nnx.Module, args: tuple, key, gates, return_attention: bool):
+    def _apply(self, layer: nnx.Module, args: tuple, key, gates) -> jax.Array:
         """Call a layer, through nnx.remat when cfg.remat (recompute activations in backward)."""
         def run(layer, args, key, gates):
-            return layer(*args, dropout_key=key, head_gates=gates,
-                         return_attention=return_attention)
+            return layer(*args, dropout_key=key, head_gates=gates)
         if self.cfg.remat:
             run = nnx.remat(run)
         return run(layer, args, key, gates)
@@ -113,31 +112,24 @@ class Transformer(nnx.Module):
 
     def encode(self, src: jax.Array, src_segments: jax.Array | None = None,
                src_positions: jax.Array | None = None, *, dropout_key: jax.Array | None = None,
-               head_gates: dict | None = None, return_attention: bool = False):
-        """src: (B, S) int -> memory (B, S, D) [, {"encoder_self": (L, B, H, S, S)}]."""
+               head_gates: dict | None = None) -> jax.Array:
+        """src: (B, S) int -> memory (B, S, D)."""
         src_segments = self._segments(src, src_segments)
         mask = segment_mask(src_segments, src_segments)  # (B, 1, S, S)
         gates = self._gates(head_gates).get("encoder_self")
         x = self._embed(src, self._positions(src, src_positions), fold_key(dropout_key, 0))
-        weights = []
         for i, layer in enumerate(self.encoder_layers):
-            out = self._apply(layer, (x, mask), fold_key(dropout_key, i + 1),
-                              None if gates is None else gates[i], return_attention)
-            x, w = out if return_attention else (out, None)
-            weights.append(w)
+            x = self._apply(layer, (x, mask), fold_key(dropout_key, i + 1),
+                            None if gates is None else gates[i])
         if self.cfg.norm == "pre":
             x = self.encoder_norm(x)
-        if return_attention:
-            return x, {"encoder_self": jnp.stack(weights)}
         return x
 
     def decode(self, tgt_in: jax.Array, memory: jax.Array, src_segments: jax.Array | None,
                tgt_segments: jax.Array | None = None, tgt_positions: jax.Array | None = None, *,
-               dropout_key: jax.Array | None = None, head_gates: dict | None = None,
-               return_attention: bool = False):
+               dropout_key: jax.Array | None = None, head_gates: dict | None = None) -> jax.Array:
         """tgt_in: (B, T) int (BOS-shifted), memory: (B, S, D), src_segments: (B, S)
-        -> logits (B, T, V) float32 [, {"decoder_self": (L, B, H, T, T), "cross": (L, B, H, T, S)}].
-        """
+        -> logits (B, T, V) float32."""
         if src_segments is None:
             src_segments = jnp.ones(memory.shape[:2], jnp.int32)
         tgt_segments = self._segments(tgt_in, tgt_segments)
@@ -145,39 +137,23 @@ class Transformer(nnx.Module):
         cross_mask = segment_mask(tgt_segments, src_segments)  # (B, 1, T, S)
         gates = self._gates(head_gates)
         x = self._embed(tgt_in, self._positions(tgt_in, tgt_positions), fold_key(dropout_key, 0))
-        self_w, cross_w = [], []
         for i, layer in enumerate(self.decoder_layers):
-            out = self._apply(layer, (x, memory, self_mask, cross_mask),
-                              fold_key(dropout_key, i + 1), self._decoder_gates(gates, i),
-                              return_attention)
-            x, (sw, cw) = out if return_attention else (out, (None, None))
-            self_w.append(sw)
-            cross_w.append(cw)
+            x = self._apply(layer, (x, memory, self_mask, cross_mask),
+                            fold_key(dropout_key, i + 1), self._decoder_gates(gates, i))
         if self.cfg.norm == "pre":
             x = self.decoder_norm(x)
-        logits = self._logits(x)
-        if return_attention:
-            return logits, {"decoder_self": jnp.stack(self_w), "cross": jnp.stack(cross_w)}
-        return logits
+        return self._logits(x)
 
     def __call__(self, src: jax.Array, tgt_in: jax.Array, src_segments: jax.Array | None = None,
                  tgt_segments: jax.Array | None = None, src_positions: jax.Array | None = None,
                  tgt_positions: jax.Array | None = None, *, dropout_key: jax.Array | None = None,
-                 head_gates: dict | None = None, return_attention: bool = False):
-        """(B, S), (B, T) -> logits (B, T, V) float32 [, attention dict with keys
-        encoder_self (Le, B, H, S, S), decoder_self (Ld, B, H, T, T), cross (Ld, B, H, T, S)]."""
+                 head_gates: dict | None = None) -> jax.Array:
+        """(B, S), (B, T) -> logits (B, T, V) float32."""
         src_segments = self._segments(src, src_segments)
-        enc = self.encode(src, src_segments, src_positions,
-                          dropout_key=fold_key(dropout_key, 0), head_gates=head_gates,
-                          return_attention=return_attention)
-        memory, attn = enc if return_attention else (enc, {})
-        dec = self.decode(tgt_in, memory, src_segments, tgt_segments, tgt_positions,
-                          dropout_key=fold_key(dropout_key, 1), head_gates=head_gates,
-                          return_attention=return_attention)
-        if return_attention:
-            logits, dec_attn = dec
-            return logits, {**attn, **dec_attn}
-        return dec
+        memory = self.encode(src, src_segments, src_positions,
+                             dropout_key=fold_key(dropout_key, 0), head_gates=head_gates)
+        return self.decode(tgt_in, memory, src_segments, tgt_segments, tgt_positions,
+                           dropout_key=fold_key(dropout_key, 1), head_gates=head_gates)
 
     # ---- incremental decoding -------------------------------------------------------------
     # The cache is explicit: a list with one {"k", "v"} dict per decoder layer, each

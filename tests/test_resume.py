@@ -300,7 +300,7 @@ def run_all(ws: Path) -> dict:
         ro_parent = ws / "ro_parent"
         ro_parent.mkdir()
         ro_parent.chmod(0o555)
-        callback = {"++hydra.callbacks.output_dir_check._target_": "train.engine.faults.OutputDirCheck"}
+        callback = {"++hydra.callbacks.output_dir_check._target_": "train.engine.preflight.OutputDirCheck"}
         r["ro_run_dir"] = Run(ws, "ro_run_dir", callback, run_dir=ro_parent / "run", prefix=prefix)
         ro_ckpt = ws / "runs" / "ro_checkpoints"
         (ro_ckpt / "checkpoints").mkdir(parents=True)

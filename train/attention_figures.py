@@ -30,8 +30,10 @@ from typing import Optional
 import numpy as np
 from omegaconf import MISSING
 
-from train.analysis.attention_plots import ATTENTION_TYPES, AXIS_NAMES
-from train.runs import RunError, compose_args, fail
+from model.config import ATTENTION_TYPES
+from train.analysis.attention_plots import AXIS_NAMES
+from train.cli import compose_args, run_command
+from train.errors import RunError
 
 USAGE = "usage: python -m train.attention_figures run_dir=DIR [out=DIR/figures] [step=N] [example=0]"
 OFFSETS = tuple(range(-3, 4))  # key position minus query position, for positional heads
@@ -231,10 +233,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = compose_args("attention_figures", FiguresArgs, sys.argv[1:] if argv is None else argv, USAGE)
     run_dir = Path(args.run_dir)
     out_dir = Path(args.out) if args.out else run_dir / "figures"
-    try:
-        r = make_figures(run_dir, out_dir, args.step, args.example)
-    except RunError as e:
-        fail(str(e))
+    r = run_command(lambda a: make_figures(run_dir, out_dir, a.step, a.example), args)
     c, p = r["cross_attention"], r["positional_head"]
     print(f"step {r['step']}: alignment-like cross-attention head: layer {c['layer']} head {c['head']} "
           f"(mean max weight {c['mean_max_weight']:.2f}, sink share {c['sink_share']:.2f}); most positional "

@@ -13,6 +13,7 @@ Options: configs/evaluate.yaml. Decode options default to the run's own decode c
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import json
 import sys
@@ -23,7 +24,8 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from train.runs import DecodeOverrides, RunError, compose_args, decode_config, fail
+from train.cli import DecodeOverrides, compose_args, decode_config, run_command
+from train.errors import RunError
 
 USAGE = ("usage: python -m train.evaluate run_dir=DIR [split=test] [step=N] [limit=N] "
          "[decode.beam_size=4] [decode.alpha=0.6] [decode.batch_size=64]  (see configs/evaluate.yaml)")
@@ -38,39 +40,6 @@ class EvaluateArgs:
     step: Optional[int] = None
     limit: Optional[int] = None
     decode: DecodeOverrides = field(default_factory=DecodeOverrides)
-
-
-def load_split(cfg, tokenizer, split: str):
-    """The split's pairs with `src_ids` from the run's tokenizer, as training scored them.
-
-    Reuses the data pipeline's tokenized cache when it holds this corpus tokenized by this very
-    tokenizer (no raw data read); otherwise loads the raw corpus and tokenizes just this split
-    (the same `tokenize_split`: empty pairs dropped, overlong sources truncated).
-    """
-    import datasets
-
-    from data.pipeline import STATS_FILE, cache_folders, tokenize_split
-    from data.sources import load_splits
-    from data.tokenizer import TOKENIZER_FILE
-    from train.config import REPO_ROOT
-
-    folder, tokenized = cache_folders(cfg.data, REPO_ROOT)
-    cached_tok = folder / TOKENIZER_FILE
-    if (tokenized / STATS_FILE).exists() and cached_tok.exists() and \
-            cached_tok.read_text() == tokenizer.tokenizer.to_str():
-        splits = datasets.load_from_disk(str(tokenized))  # memory-mapped
-        _check_split(splits, split)
-        return splits[split]
-    raw = load_splits(cfg.data, REPO_ROOT)
-    _check_split(raw, split)
-    ds, _ = tokenize_split(raw[split], tokenizer, cfg.data, split, drop_overlong=False)
-    return ds
-
-
-def _check_split(splits, split: str) -> None:
-    if split not in splits:
-        raise RunError(f"the run's corpus has no {split!r} split; it has {', '.join(splits)}. "
-                       f"Pass split= one of them.")
 
 
 def summary_line(split: str, result: dict) -> str:
@@ -89,10 +58,11 @@ def summary_line(split: str, result: dict) -> str:
 
 def evaluate(args) -> dict:
     """Decode and score one split; write the eval files; return what went into the JSON."""
-    from train.runs import (check_run_dir, enable_compilation_cache, load_config, load_run,
-                                   load_tokenizer, quiet_logs, require_checkpoint_dir)
+    from train.engine.runtime import enable_compilation_cache, quiet_library_logs
+    from train.runs import (check_run_dir, load_config, load_run, load_split, load_tokenizer,
+                            require_checkpoint_dir)
 
-    quiet_logs()
+    quiet_library_logs(logging.ERROR)
     # Cheap checks, then the data: a missing checkpoint, a wrong split or a missing corpus is
     # reported before the model is read.
     run_dir = check_run_dir(Path(args.run_dir))
@@ -101,7 +71,7 @@ def evaluate(args) -> dict:
     decode = decode_config(cfg.decode, args.decode)
     dataset = load_split(cfg, load_tokenizer(run_dir), args.split)
     run = load_run(run_dir, step=args.step)
-    enable_compilation_cache(cfg)
+    enable_compilation_cache(cfg.train.compilation_cache)
 
     from data.pipeline import PreparedData  # imported late: errors above answer in a second or two
     from train.evals.generation import Generator
@@ -145,13 +115,7 @@ def evaluate(args) -> dict:
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = compose_args("evaluate", EvaluateArgs, sys.argv[1:] if argv is None else argv, USAGE)
-    from data.errors import DataError
-    from model.config import ConfigError
-
-    try:
-        result = evaluate(args)
-    except (RunError, DataError, ConfigError) as e:
-        fail(str(e))
+    result = run_command(evaluate, args)
     out = Path(result["run_dir"]) / "eval"
     print(f"wrote {out / (args.split + '.json')} and {out / (args.split + '.hyp.txt')}", file=sys.stderr)
     print(summary_line(args.split, result))

@@ -16,6 +16,7 @@ summary.md, and prints the Markdown summary. Arguments are Hydra overrides typed
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import json
 import sys
@@ -27,7 +28,8 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import MISSING
 
-from train.runs import DecodeOverrides, RunError, compose_args, decode_config, fail
+from train.cli import DecodeOverrides, compose_args, decode_config, run_command
+from train.errors import RunError
 
 USAGE = ("usage: python -m train.heads run_dir=DIR [split=validation] [step=N] [limit=N] [bleu_limit=N] "
          "[prune_step=0.1] [batch_rows=32] [decode.beam_size=1]")
@@ -98,20 +100,23 @@ def analyse(args: Any) -> dict:
     import jax
 
     from data.pipeline import PreparedData
-    from train.evals.alignment import AlignmentEvaluator, example_batches, gold_reversed, length_buckets
-    from train.evaluate import load_split
+    from data.buckets import example_batches
+    from data.config import BOS_ID, EOS_ID, PAD_ID
+    from model.decoding import make_decode_fn
+    from train.evals.alignment import AlignmentEvaluator, gold_reversed, length_buckets
     from train.evals.generation import Generator
-    from train.analysis.head_importance import (gates_without, head_importance, make_gate_grad_fn, make_gated_decode_fn,
-                                       make_loss_fn, prunable_share, pruning_order, pruning_steps)
+    from train.analysis.head_importance import (gates_without, head_importance, make_gate_grad_fn, make_loss_fn,
+                                                prunable_share, pruning_order, pruning_steps)
     from train.evals.scores import generation_scores, primary_metric
-    from train.runs import enable_compilation_cache, load_run, quiet_logs
+    from train.engine.runtime import enable_compilation_cache, quiet_library_logs
+    from train.runs import load_run, load_split
 
-    quiet_logs()
+    quiet_library_logs(logging.ERROR)
     t0 = time.time()
     run = load_run(args.run_dir, step=args.step)
     cfg = run.config
     decode = decode_config(cfg.decode, args.decode)
-    enable_compilation_cache(cfg)
+    enable_compilation_cache(cfg.train.compilation_cache)
     dataset = load_split(cfg, run.tokenizer, args.split)
     if args.limit is not None:
         dataset = dataset.select(range(min(max(args.limit, 0), len(dataset))))
@@ -122,7 +127,7 @@ def analyse(args: Any) -> dict:
     out_dir = run.run_dir / OUT_DIR
     out_dir.mkdir(exist_ok=True)
     buckets = length_buckets(max(cfg.data.max_source_len, cfg.data.max_target_len))
-    batches = [b.arrays() for b in example_batches(dataset, args.batch_rows, buckets)]
+    batches = [b.batch for b in example_batches(dataset, args.batch_rows, buckets)]
     gates0 = base_gates(cfg.model)
     params = run.params
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", file=sys.stderr)
@@ -155,9 +160,10 @@ def analyse(args: Any) -> dict:
     data = PreparedData(run.tokenizer, None, run.tokenizer.vocab_size, {}, run.run_dir)
     generator = Generator(run.graphdef, data, decode, cfg.data.task, cfg.data.max_source_len,
                           cfg.data.max_target_len)
-    generator.decode_fn = make_gated_decode_fn(  # gates ride along with the params: no recompiles
+    generator.decode_fn = make_decode_fn(  # gates ride along with the params: no recompiles
         run.graphdef, beam_size=decode.beam_size, alpha=decode.alpha, max_len=generator.max_len,
-        max_len_a=decode.max_len_a, max_len_b=decode.max_len_b)
+        max_len_a=decode.max_len_a, max_len_b=decode.max_len_b, bos_id=BOS_ID, eos_id=EOS_ID,
+        pad_id=PAD_ID, gated=True)
     n_bleu = len(dataset) if args.bleu_limit is None else min(args.bleu_limit, len(dataset))
     bleu_set = dataset.select(range(n_bleu))
     metric = primary_metric(cfg.data.task)
@@ -273,13 +279,7 @@ def markdown_summary(r: dict) -> str:
 def main(argv: Optional[list[str]] = None) -> None:
     register_args()
     args = compose_args("heads", HeadsArgs, sys.argv[1:] if argv is None else argv, USAGE)
-    from data.errors import DataError
-    from model.config import ConfigError
-
-    try:
-        result = analyse(args)
-    except (RunError, DataError, ConfigError) as e:
-        fail(str(e))
+    result = run_command(analyse, args)
     print(markdown_summary(result))
     print(f"wrote {Path(result['run_dir']) / OUT_DIR}/: heads.json, importance.png, pruning_curve.png"
           + (", alignment.png" if result["alignment"] else "") + ", summary.md", file=sys.stderr)

@@ -1,112 +1,26 @@
 """Load a trained run for inference: its config, tokenizer and parameters from a checkpoint.
 
-Shared by `python -m train.evaluate` and `python -m train.translate`. Everything comes from
+Shared by `python -m train.evaluate`, `translate`, `heads` and `attention_figures`. Everything comes from
 the run directory, never from the current defaults: the model is rebuilt from the run's
 `.hydra/config.yaml`, the vocabulary from its `tokenizer.json`, and only the parameters are
 read from the checkpoint (orbax partial restore: no optimizer state, no training data).
 
 Each way a run directory can be unusable raises `RunError` with a message that says what is
-wrong and what to do; the commands print it without a traceback (`fail`).
-
-Also here: the command-line edge of both commands. Arguments are Hydra overrides
-(`run_dir=DIR decode.beam_size=4`) composed against a typed schema, so an unknown key or a
-wrong type fails at once; decode options left unset fall back to the run's own decode config.
+wrong and what to do; the commands print it without a traceback (train/cli.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import os
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from model.config import ConfigError
-from train.config import CONFIG_DIR, SCHEMAS, Config, DecodeConfig, RootSchema, register_configs, to_config
-
-
-class RunError(RuntimeError):
-    """A run directory that cannot be used as asked; the message names the problem and the fix."""
-
-
-# --------------------------------------------------------------------------- command line
-
-
-@dataclass
-class DecodeOverrides:
-    """`decode.*` on the command line; None = what the training run used (its decode config)."""
-
-    beam_size: Optional[int] = None
-    alpha: Optional[float] = None
-    max_len_a: Optional[float] = None
-    max_len_b: Optional[int] = None
-    batch_size: Optional[int] = None
-
-
-def compose_args(config_name: str, schema: type, argv: list[str], usage: str) -> DictConfig:
-    """Compose configs/{config_name}.yaml (typed by `schema`) with Hydra overrides from argv."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.config_store import ConfigStore
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    if any(a in ("-h", "--help") for a in argv):
-        print(usage)
-        sys.exit(0)
-    bad = [a for a in argv if a.startswith("-") or "=" not in a]
-    if bad:
-        fail(f"unexpected argument {bad[0]!r}: arguments are key=value overrides.\n{usage}")
-    ConfigStore.instance().store(name=f"{config_name}_schema", node=schema)
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=argv)
-    except (HydraException, OmegaConfBaseException) as e:
-        cause = f" ({_first_line(e.__cause__)})" if e.__cause__ is not None else ""
-        fail(f"{_first_line(e)}{cause}\n{usage}")
-    missing = sorted(k for k in cfg if OmegaConf.is_missing(cfg, k))
-    if missing:
-        fail(f"missing {', '.join(f'{k}=...' for k in missing)}\n{usage}")
-    return cfg
-
-
-def decode_config(run_decode: DecodeConfig, overrides: Any) -> DecodeConfig:
-    """The run's decode config with the command line's non-null `decode.*` values on top.
-
-    Raises ConfigError for values that cannot work (beam_size=0, ...).
-    """
-    given = {k: v for k, v in OmegaConf.to_container(overrides).items() if v is not None}
-    return dataclasses.replace(run_decode, **given).validate()
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print an error for a person (no traceback) and exit non-zero."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
-def quiet_logs() -> None:
-    """Keep stderr readable: orbax and absl narrate every restore; datasets draws progress bars."""
-    for name in ("absl", "orbax", "jax._src.xla_bridge", "datasets"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="orbax")
-    # Set before `datasets` is imported (it reads this then); importing it here would cost seconds.
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-
-
-def enable_compilation_cache(cfg: Config) -> None:
-    """Reuse the XLA executables training compiled (same decoder, same shapes): faster start-up."""
-    if cfg.train.compilation_cache:
-        import jax
-
-        from train.config import resolve_path
-
-        jax.config.update("jax_compilation_cache_dir", str(resolve_path(cfg.train.compilation_cache)))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+from train.config import SCHEMAS, Config, RootSchema, register_configs, to_config
+from train.errors import RunError, first_line
 
 
 # --------------------------------------------------------------------------- the run directory
@@ -155,9 +69,14 @@ def load_config(run_dir: Path) -> Config:
                        f"The run was made by another version of the code: check that version out to "
                        f"use it, or train again.") from None
     except Exception as e:  # omegaconf/YAML errors: unknown or mistyped keys, a damaged file
-        raise RunError(f"the config in {path} does not match this code ({_first_line(e)}). The run was made by "
+        raise RunError(f"the config in {path} does not match this code ({first_line(e)}). The run was made by "
                        f"another version of the code: check that version out to use it, or train "
                        f"again.") from None
+
+
+# Keys older versions of the code wrote into run configs and this one no longer has (they never
+# changed what a run did): dropped on load so that those runs stay usable.
+RETIRED_KEYS = {"data": ("bucket_lengths", "eval_batch_size")}
 
 
 def _typed_sections(saved: DictConfig) -> DictConfig:
@@ -165,7 +84,9 @@ def _typed_sections(saved: DictConfig) -> DictConfig:
     out = OmegaConf.create({})
     for key in saved:
         if key in SCHEMAS:
-            out[key] = OmegaConf.merge(OmegaConf.structured(SCHEMAS[key]), saved[key])
+            section = OmegaConf.masked_copy(saved[key], [k for k in saved[key]
+                                                           if k not in RETIRED_KEYS.get(key, ())])
+            out[key] = OmegaConf.merge(OmegaConf.structured(SCHEMAS[key]), section)
         else:
             out[key] = saved[key]
     return out
@@ -217,67 +138,6 @@ def _no_checkpoint(run_dir: Path) -> RunError:
     )
 
 
-def restore_params(checkpointer: Any, step: int, abstract_params: Any) -> Any:
-    """Read only the model parameters of checkpoint `step` (orbax partial restore).
-
-    The checkpoint holds {"state": TrainState, "key": PRNGKey} in its `state` item (see
-    train/engine/checkpoint.py); asking for state.params alone skips the optimizer moments (2x the
-    parameters) and needs no optimizer to build the target. strict=True: a shape that differs
-    from the model this code builds is an error, not a silent pad/truncate.
-    """
-    import jax
-    import orbax.checkpoint as ocp
-
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                                    abstract_params)
-    restore_args = jax.tree_util.tree_map(
-        lambda x: ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype, strict=True),
-        abstract_params)
-    args = ocp.args.PyTreeRestore(item={"state": {"params": target}},
-                                  restore_args={"state": {"params": restore_args}}, partial_restore=True)
-    out = checkpointer.manager.restore(step, args=ocp.args.Composite(state=args))
-    params = out["state"]["state"]["params"]
-
-    # A partial restore neither fails on parameters the checkpoint lacks (they come back as
-    # ShapeDtypeStructs) nor on ones the model lacks (skipped): check both ways by name.
-    missing = [path for path, leaf in _named_leaves(params).items() if not isinstance(leaf, jax.Array)]
-    saved = _saved_param_names(checkpointer, step)
-    extra = sorted(saved - set(_named_leaves(abstract_params))) if saved is not None else []
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"the model has {len(missing)} parameters the checkpoint lacks, e.g. {'.'.join(missing[0])}")
-        if extra:
-            parts.append(f"the checkpoint has {len(extra)} parameters the model lacks, e.g. {'.'.join(extra[0])}")
-        raise ValueError("; ".join(parts))
-    return params
-
-
-def _named_leaves(tree: Any) -> dict[tuple[str, ...], Any]:
-    """Leaves by their path as strings (orbax metadata spells list indices as strings)."""
-    import jax
-
-    def name(k: Any) -> str:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                return str(getattr(k, attr))
-        return str(k)
-
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {tuple(name(k) for k in path): leaf for path, leaf in flat}
-
-
-def _saved_param_names(checkpointer: Any, step: int) -> Optional[set[tuple[str, ...]]]:
-    """Names of the parameters stored in checkpoint `step`; None when orbax cannot say."""
-    try:  # known to the manager once an item has been restored with PyTreeRestore (above)
-        tree = checkpointer.manager.item_metadata(step)["state"]
-        tree = getattr(tree, "tree", tree)
-        return set(_named_leaves(tree["state"]["params"]))
-    except Exception:
-        return None
-
-
 def load_run(run_dir: Path | str, step: Optional[int] = None) -> LoadedRun:
     """Config, tokenizer and parameters of the best (or the given) checkpoint of a run."""
     run_dir = check_run_dir(Path(run_dir))
@@ -285,11 +145,11 @@ def load_run(run_dir: Path | str, step: Optional[int] = None) -> LoadedRun:
     tokenizer = load_tokenizer(run_dir)
     ckpt_dir = require_checkpoint_dir(run_dir)
 
-    import jax  # imported only now: the checks above answer in a second
-    from flax import nnx
+    from flax import nnx  # imported only now: the checks above answer in a second
 
+    from model.flops import count_params
     from model.transformer import Transformer
-    from train.engine.checkpoint import Checkpointer, config_hash
+    from train.engine.checkpoint import Checkpointer, config_diff, fits_model, model_defining
 
     checkpointer = Checkpointer(ckpt_dir)
     try:
@@ -297,44 +157,63 @@ def load_run(run_dir: Path | str, step: Optional[int] = None) -> LoadedRun:
         try:
             meta = checkpointer.read_meta(chosen)
         except Exception as e:
-            raise RunError(f"cannot read the checkpoint at step {chosen} in {ckpt_dir} ({_first_line(e)}). "
+            raise RunError(f"cannot read the checkpoint at step {chosen} in {ckpt_dir} ({first_line(e)}). "
                            f"It may be incomplete or damaged: pass another step=N "
                            f"({', '.join(map(str, checkpointer.all_steps()))}).") from None
         vocab_size = tokenizer.vocab_size
-        want = config_hash(cfg.model.defining_fields() | {"vocab_size": vocab_size})
-        if meta.get("model_hash") not in (None, want):
-            raise RunError(_mismatch_message(run_dir, chosen, cfg, meta, vocab_size))
+        defining = model_defining(cfg.model, vocab_size)
+        if meta.get("model_hash") is not None and not fits_model(meta, defining):  # None: older runs
+            diffs = config_diff(meta.get("model_defining") or {}, defining, prefix="model.", now="config")
+            raise RunError(
+                f"the checkpoint at step {chosen} in {run_dir} was trained with another model config than "
+                f"{run_dir / '.hydra' / 'config.yaml'} and tokenizer.json describe "
+                f"({'; '.join(diffs) or 'the model-defining fields hash differently in this code'}). Restore "
+                f"the run's original config.yaml / tokenizer.json, or use the code version that trained it.")
 
         # Build the model abstractly (shapes only, nothing allocated) just to get its structure.
         model = nnx.eval_shape(lambda: Transformer(cfg.model, vocab_size, rngs=nnx.Rngs(params=0)))
         graphdef, abstract = nnx.split(model)
         try:
-            params = restore_params(checkpointer, chosen, abstract)
+            params = checkpointer.restore_params(chosen, abstract)
         except Exception as e:
             raise RunError(
                 f"the checkpoint at step {chosen} in {ckpt_dir} does not fit the model this code builds "
-                f"from the run's config ({_first_line(e)}). It was trained with another version of the "
+                f"from the run's config ({first_line(e)}). It was trained with another version of the "
                 f"model code: check that version out to use it, or train again.") from None
     finally:
         checkpointer.close()
-    n = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    print(f"loaded {run_dir.name}: step {chosen}, {n / 1e6:.2f}M parameters, vocab {vocab_size}", file=sys.stderr)
+    print(f"loaded {run_dir.name}: step {chosen}, {count_params(params) / 1e6:.2f}M parameters, vocab {vocab_size}", file=sys.stderr)
     return LoadedRun(run_dir, cfg, tokenizer, graphdef, params, chosen, meta)
 
 
-def _mismatch_message(run_dir: Path, step: int, cfg: Config, meta: dict, vocab_size: int) -> str:
-    saved = meta.get("model_config") or {}
-    now = dataclasses.asdict(cfg.model)
-    diffs = [f"model.{k}: checkpoint {saved[k]!r}, config {now[k]!r}" for k in now
-             if k in saved and saved[k] != now[k]]
-    if meta.get("vocab_size") not in (None, vocab_size):
-        diffs.append(f"vocab size: checkpoint {meta['vocab_size']}, tokenizer.json {vocab_size}")
-    detail = "; ".join(diffs) if diffs else "the model-defining fields hash differently in this code"
-    return (f"the checkpoint at step {step} in {run_dir} was trained with another model config than "
-            f"{run_dir / '.hydra' / 'config.yaml'} and tokenizer.json describe ({detail}). Restore the "
-            f"run's original config.yaml / tokenizer.json, or use the code version that trained it.")
+def load_split(cfg, tokenizer, split: str):
+    """The split's pairs with `src_ids` from the run's tokenizer, as training scored them.
+
+    Reuses the data pipeline's tokenized cache when it holds this corpus tokenized by this very
+    tokenizer (no raw data read); otherwise loads the raw corpus and tokenizes just this split
+    (the same `tokenize_split`: empty pairs dropped, overlong sources truncated).
+    """
+    import datasets
+
+    from data.pipeline import STATS_FILE, cache_folders, tokenize_split
+    from data.sources import load_splits
+    from data.tokenizer import TOKENIZER_FILE
+    from train.config import REPO_ROOT
+
+    folder, tokenized = cache_folders(cfg.data, REPO_ROOT)
+    cached_tok = folder / TOKENIZER_FILE
+    if (tokenized / STATS_FILE).exists() and cached_tok.exists() and \
+            cached_tok.read_text() == tokenizer.tokenizer.to_str():
+        splits = datasets.load_from_disk(str(tokenized))  # memory-mapped
+        _check_split(splits, split)
+        return splits[split]
+    raw = load_splits(cfg.data, REPO_ROOT)
+    _check_split(raw, split)
+    ds, _ = tokenize_split(raw[split], tokenizer, cfg.data, split, drop_overlong=False)
+    return ds
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
+def _check_split(splits, split: str) -> None:
+    if split not in splits:
+        raise RunError(f"the run's corpus has no {split!r} split; it has {', '.join(splits)}. "
+                       f"Pass split= one of them.")

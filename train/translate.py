@@ -13,6 +13,7 @@ Options: configs/translate.yaml. Decode options default to the run's own decode 
 
 from __future__ import annotations
 
+import logging
 import io
 import os
 import sys
@@ -21,7 +22,8 @@ from typing import Iterable, Iterator, Optional, TextIO
 
 from omegaconf import MISSING
 
-from train.runs import DecodeOverrides, RunError, compose_args, decode_config, fail
+from train.cli import DecodeOverrides, compose_args, decode_config, run_command
+from train.errors import RunError
 
 USAGE = ("usage: python -m train.translate run_dir=DIR [input=FILE] [output=FILE] [step=N] "
          "[decode.beam_size=4] [decode.alpha=0.6]  (reads stdin, writes stdout; see configs/translate.yaml)")
@@ -122,13 +124,14 @@ def open_output(path: Optional[str], stdout: TextIO) -> TextIO:
 
 def translate(args, stdout: TextIO) -> int:
     """Translate every input line; return how many lines were written."""
-    from train.runs import enable_compilation_cache, load_run, quiet_logs
+    from train.engine.runtime import enable_compilation_cache, quiet_library_logs
+    from train.runs import load_run
 
-    quiet_logs()
+    quiet_library_logs(logging.ERROR)
     source = open_input(args.input)  # a missing input file is reported before the model loads
     run = load_run(args.run_dir, step=args.step)
     decode = decode_config(run.config.decode, args.decode)
-    enable_compilation_cache(run.config)
+    enable_compilation_cache(run.config.train.compilation_cache)
     translator = Translator(run, decode)
     # On a terminal, answer each line as it is typed; otherwise read a batch at a time.
     size = 1 if args.input is None and sys.stdin.isatty() else decode.batch_size
@@ -154,15 +157,10 @@ def translate(args, stdout: TextIO) -> int:
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = compose_args("translate", TranslateArgs, sys.argv[1:] if argv is None else argv, USAGE)
-    from data.errors import DataError
-    from model.config import ConfigError
-
     # Anything a library prints goes to stderr: stdout carries the translations only.
     stdout, sys.stdout = sys.stdout, sys.stderr
     try:
-        translate(args, stdout)
-    except (RunError, DataError, ConfigError) as e:
-        fail(str(e))
+        run_command(lambda a: translate(a, stdout), args)
     except BrokenPipeError:  # `... | head`: the reader left. Exit like a Unix tool killed by SIGPIPE,
         # with stdout pointed at /dev/null so that the interpreter's final flush stays quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from data.config import BOS_ID, EOS_ID, PAD_ID
-from model.decoding import beam_search, greedy_decode
-from model.transformer import GATE_KEYS
+from data.batch import Batch
+from data.config import PAD_ID
+from model.config import ATTENTION_TYPES
 
 Gates = dict[str, Any]  # {"encoder_self": (Le, H), "decoder_self": (Ld, H), "cross": (Ld, H)}
 Head = tuple[str, int, int]  # (attention type, layer, head)
@@ -40,7 +40,7 @@ def gate_shapes(model_cfg: Any) -> dict[str, tuple[int, int]]:
 
 
 def all_on(shapes: dict[str, tuple[int, int]]) -> Gates:
-    return {k: np.ones(shapes[k], np.float32) for k in GATE_KEYS}
+    return {k: np.ones(shapes[k], np.float32) for k in ATTENTION_TYPES}
 
 
 # ---- losses and gradients (pure; jit them) ---------------------------------------------------
@@ -56,10 +56,10 @@ def _example_nll(logits: jax.Array, tgt_out: jax.Array) -> tuple[jax.Array, jax.
 def make_loss_fn(graphdef: nnx.GraphDef) -> Callable:
     """Pure (params, gates, batch) -> (nll (B,), tokens (B,)) with one example per row, no dropout."""
 
-    def loss(params: nnx.State, gates: Gates, batch: dict) -> tuple[jax.Array, jax.Array]:
+    def loss(params: nnx.State, gates: Gates, batch: Batch) -> tuple[jax.Array, jax.Array]:
         model = nnx.merge(graphdef, params)
-        logits = model(batch["src"], batch["tgt_in"], head_gates=gates)  # (B, T, V)
-        return _example_nll(logits, batch["tgt_out"])
+        logits = model(batch.src, batch.tgt_in, head_gates=gates)  # (B, T, V)
+        return _example_nll(logits, batch.tgt_out)
 
     return loss
 
@@ -68,7 +68,7 @@ def make_gate_grad_fn(graphdef: nnx.GraphDef) -> Callable:
     """Pure (params, gates, batch) -> (nll (B,), tokens (B,), {type: (B, L, H)} per-example
     gradients of each sentence's summed NLL with respect to the gates)."""
 
-    def grads(params: nnx.State, gates: Gates, batch: dict):
+    def grads(params: nnx.State, gates: Gates, batch: Batch):
         model = nnx.merge(graphdef, params)
 
         def sentence_nll(g: Gates, src: jax.Array, tgt_in: jax.Array, tgt_out: jax.Array):
@@ -78,7 +78,7 @@ def make_gate_grad_fn(graphdef: nnx.GraphDef) -> Callable:
 
         value_and_grad = jax.value_and_grad(sentence_nll, has_aux=True)
         (nll, tokens), g = jax.vmap(value_and_grad, in_axes=(None, 0, 0, 0))(
-            gates, batch["src"], batch["tgt_in"], batch["tgt_out"])
+            gates, batch.src, batch.tgt_in, batch.tgt_out)
         return nll, tokens, g
 
     return grads
@@ -92,7 +92,7 @@ def normalize_per_layer(importance: np.ndarray) -> np.ndarray:
     return importance / np.where(norm > 0, norm, 1.0)
 
 
-def head_importance(grad_fn: Callable, params: Any, gates: Gates, batches: Iterable[dict]) -> dict:
+def head_importance(grad_fn: Callable, params: Any, gates: Gates, batches: Iterable[Batch]) -> dict:
     """Accumulate |per-sentence gate gradients| over batches.
 
     Returns {"raw": {type: (L, H)} per target token, "normalized": {type: (L, H)},
@@ -116,9 +116,9 @@ def head_importance(grad_fn: Callable, params: Any, gates: Gates, batches: Itera
 
 def pruning_order(normalized: dict[str, np.ndarray]) -> list[Head]:
     """All heads, least important first (ties broken by type, layer, head: deterministic)."""
-    heads = [(k, l, h) for k in GATE_KEYS if k in normalized
+    heads = [(k, l, h) for k in ATTENTION_TYPES if k in normalized
              for l in range(normalized[k].shape[0]) for h in range(normalized[k].shape[1])]
-    return sorted(heads, key=lambda x: (float(normalized[x[0]][x[1], x[2]]), GATE_KEYS.index(x[0]), x[1], x[2]))
+    return sorted(heads, key=lambda x: (float(normalized[x[0]][x[1], x[2]]), ATTENTION_TYPES.index(x[0]), x[1], x[2]))
 
 
 def gates_without(shapes: dict[str, tuple[int, int]], removed: Sequence[Head]) -> Gates:
@@ -145,49 +145,3 @@ def prunable_share(curve: Sequence[dict], max_drop: float = 1.0, metric: str = "
             break
         share = point["share"]
     return share
-
-
-# ---- generation with gates -------------------------------------------------------------------
-
-class GatedModel:
-    """A merged Transformer whose forward passes all use fixed `gates`: hands the decoding
-    functions of model/decoding.py a model with heads switched off, without changing them."""
-
-    def __init__(self, model: Any, gates: Gates):
-        self._model, self._gates = model, gates
-
-    def __getattr__(self, name: str) -> Any:  # init_cache, precompute_cross, cfg, ...
-        return getattr(self._model, name)
-
-    def encode(self, *args, **kwargs):
-        return self._model.encode(*args, head_gates=self._gates, **kwargs)
-
-    def decode(self, *args, **kwargs):
-        return self._model.decode(*args, head_gates=self._gates, **kwargs)
-
-    def decode_step(self, *args, **kwargs):
-        return self._model.decode_step(*args, head_gates=self._gates, **kwargs)
-
-    def __call__(self, *args, **kwargs):
-        return self._model(*args, head_gates=self._gates, **kwargs)
-
-
-def make_gated_decode_fn(graphdef: nnx.GraphDef, *, beam_size: int, alpha: float, max_len: int,
-                         max_len_a: float, max_len_b: int) -> Callable:
-    """Jitted fn((params, gates), src (B, S)) -> tokens (B, max_len).
-
-    Takes (params, gates) as its first argument so that it drops in for train.evals.generation.Generator's
-    `decode_fn` (which calls decode_fn(params, src)); gates are traced, so one compile per bucket
-    serves every pruning step.
-    """
-    kw = dict(max_len=max_len, max_len_a=max_len_a, max_len_b=max_len_b, bos_id=BOS_ID,
-              eos_id=EOS_ID, pad_id=PAD_ID)
-
-    def decode(params_and_gates: tuple, src: jax.Array) -> jax.Array:
-        params, gates = params_and_gates
-        model = GatedModel(nnx.merge(graphdef, params), gates)
-        if beam_size == 1:
-            return greedy_decode(model, src, **kw)
-        return beam_search(model, src, beam_size=beam_size, alpha=alpha, **kw)[0]
-
-    return jax.jit(decode)

@@ -29,9 +29,9 @@ def bench_data(a: argparse.Namespace) -> dict:
     real = padded = n = 0
     t0 = time.perf_counter()
     for batch in batches.iter_epoch(0):
-        shapes.add(tuple((k, v.shape, str(v.dtype)) for k, v in sorted(batch.items())))
-        real += int(np.count_nonzero(batch["src_segments"])) + int(np.count_nonzero(batch["tgt_segments"]))
-        padded += batch["src"].size + batch["tgt_in"].size
+        shapes.add(tuple((k, v.shape, str(v.dtype)) for k, v in sorted(batch._asdict().items())))
+        real += int(np.count_nonzero(batch.src_segments)) + int(np.count_nonzero(batch.tgt_segments))
+        padded += batch.src.size + batch.tgt_in.size
         n += 1
         if n >= limit:
             break

@@ -95,7 +95,7 @@ def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer,
     loss = float(metrics["loss_sum"] / max(metrics["tokens"], 1.0))
 
     tokens = a.batch * (a.src_len + a.tgt_len)
-    sharded = batch["src"].sharding.shard_shape(batch["src"].shape)
+    sharded = batch.src.sharding.shard_shape(batch.src.shape)
     return {
         "name": "train", "impl": "jax",
         "ms_per_step": median["ms_per_step"],

@@ -117,18 +117,21 @@ def model_config(a: argparse.Namespace):
     ).validate()
 
 
-def synthetic_batch(rows: int, src_len: int, tgt_len: int, vocab: int, seed: int = 0) -> dict:
-    """One pair per row, no padding: exactly the PyTorch reference's batch (random ids >= 4)."""
+def synthetic_batch(rows: int, src_len: int, tgt_len: int, vocab: int, seed: int = 0) -> "Batch":
+    """One pair per row, no padding: exactly the PyTorch peer's batch (random ids >= 4, the target
+    shifted by one token, as the peer script builds it)."""
     import numpy as np
+
+    from data.batch import Batch
 
     rng = np.random.default_rng(seed)
     tgt = rng.integers(4, vocab, (rows, tgt_len + 1), dtype=np.int32)
-    return {
-        "src": rng.integers(4, vocab, (rows, src_len), dtype=np.int32),
-        "src_segments": np.ones((rows, src_len), np.int32),
-        "src_positions": np.broadcast_to(np.arange(src_len, dtype=np.int32), (rows, src_len)).copy(),
-        "tgt_in": tgt[:, :-1].copy(),
-        "tgt_out": tgt[:, 1:].copy(),
-        "tgt_segments": np.ones((rows, tgt_len), np.int32),
-        "tgt_positions": np.broadcast_to(np.arange(tgt_len, dtype=np.int32), (rows, tgt_len)).copy(),
-    }
+    return Batch(
+        src=rng.integers(4, vocab, (rows, src_len), dtype=np.int32),
+        src_segments=np.ones((rows, src_len), np.int32),
+        src_positions=np.broadcast_to(np.arange(src_len, dtype=np.int32), (rows, src_len)).copy(),
+        tgt_in=tgt[:, :-1].copy(),
+        tgt_out=tgt[:, 1:].copy(),
+        tgt_segments=np.ones((rows, tgt_len), np.int32),
+        tgt_positions=np.broadcast_to(np.arange(tgt_len, dtype=np.int32), (rows, tgt_len)).copy(),
+    )

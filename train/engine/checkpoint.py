@@ -30,6 +30,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
+from train.errors import first_line
+
 CORRUPT_DIR = "checkpoints.corrupt"  # beside checkpoints/: damaged steps moved aside on resume
 
 
@@ -42,16 +44,21 @@ def config_hash(defining: dict) -> str:
     return hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def config_diff(saved: dict, current: dict) -> list[str]:
-    """'key: checkpoint X, now Y' for each model-defining key that differs."""
+def config_diff(saved: dict, current: dict, prefix: str = "", now: str = "now") -> list[str]:
+    """'{prefix}key: checkpoint X, {now} Y' for each model-defining key that differs."""
     keys = sorted(set(saved) | set(current))
-    return [f"{k}: checkpoint {saved.get(k, '<absent>')!r}, now {current.get(k, '<absent>')!r}"
+    return [f"{prefix}{k}: checkpoint {saved.get(k, '<absent>')!r}, {now} {current.get(k, '<absent>')!r}"
             for k in keys if saved.get(k) != current.get(k)]
 
 
-def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0][:200] if text else "") or type(e).__name__
+def model_defining(model_cfg: Any, vocab_size: int) -> dict:
+    """What fixes the parameter shapes: the model's defining fields plus the vocabulary size."""
+    return model_cfg.defining_fields() | {"vocab_size": vocab_size}
+
+
+def fits_model(meta: dict, defining: dict) -> bool:
+    """Whether a checkpoint (its metadata) was saved by a model with these defining fields."""
+    return meta.get("model_hash") == config_hash(defining)
 
 
 @dataclass
@@ -136,6 +143,48 @@ class Checkpointer:
         )
         return out["state"], out["meta"]
 
+    def restore_params(self, step: int, abstract_params: Any) -> Any:
+        """Read only the model parameters of checkpoint `step` (orbax partial restore).
+
+        The checkpoint holds {"state": TrainState, "key": PRNGKey} in its `state` item (see
+        save()); asking for state.params alone skips the optimizer moments (2x the
+        parameters) and needs no optimizer to build the target. strict=True: a shape that differs
+        from the model this code builds is an error, not a silent pad/truncate.
+        """
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                                        abstract_params)
+        restore_args = jax.tree_util.tree_map(
+            lambda x: ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype, strict=True),
+            abstract_params)
+        args = ocp.args.PyTreeRestore(item={"state": {"params": target}},
+                                      restore_args={"state": {"params": restore_args}}, partial_restore=True)
+        out = self.manager.restore(step, args=ocp.args.Composite(state=args))
+        params = out["state"]["state"]["params"]
+
+        # A partial restore neither fails on parameters the checkpoint lacks (they come back as
+        # ShapeDtypeStructs) nor on ones the model lacks (skipped): check both ways by name.
+        missing = [path for path, leaf in _named_leaves(params).items() if not isinstance(leaf, jax.Array)]
+        saved = self._saved_param_names(step)
+        extra = sorted(saved - set(_named_leaves(abstract_params))) if saved is not None else []
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"the model has {len(missing)} parameters the checkpoint lacks, e.g. {'.'.join(missing[0])}")
+            if extra:
+                parts.append(f"the checkpoint has {len(extra)} parameters the model lacks, e.g. {'.'.join(extra[0])}")
+            raise ValueError("; ".join(parts))
+        return params
+
+    def _saved_param_names(self, step: int) -> Optional[set[tuple[str, ...]]]:
+        """Names of the parameters stored in checkpoint `step`; None when orbax cannot say."""
+        try:  # known to the manager once an item has been restored with PyTreeRestore (above)
+            tree = self.manager.item_metadata(step)["state"]
+            tree = getattr(tree, "tree", tree)
+            return set(_named_leaves(tree["state"]["params"]))
+        except Exception:
+            return None
+
     def restore_latest(self, abstract_state: Any, check_meta: Callable[[dict], None]) -> Restored:
         """The newest checkpoint that restores completely.
 
@@ -199,3 +248,15 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _named_leaves(tree: Any) -> dict[tuple[str, ...], Any]:
+    """Leaves by their path as strings (orbax metadata spells list indices as strings)."""
+    def name(k: Any) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                return str(getattr(k, attr))
+        return str(k)
+
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {tuple(name(k) for k in path): leaf for path, leaf in flat}

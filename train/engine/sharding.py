@@ -141,7 +141,7 @@ def jit_train_step(step_fn: Callable, state_shardings: Any, batch_shard: NamedSh
                    out_shardings=state_shardings, donate_argnums=0)
 
 
-def put_batch(batch: dict, sharding: NamedSharding) -> dict:
+def put_batch(batch: Any, sharding: NamedSharding) -> Any:
     """Host batch -> global jax.Arrays split over the data axis.
 
     One process: `batch` is the whole batch. Several processes: `batch` holds this process's
@@ -150,12 +150,7 @@ def put_batch(batch: dict, sharding: NamedSharding) -> dict:
     """
     if jax.process_count() == 1:
         return jax.device_put(batch, sharding)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
-
-
-def process_shard() -> tuple[int, int]:
-    """(process_index, process_count): which share of the data this process reads."""
-    return jax.process_index(), jax.process_count()
+    return jax.tree_util.tree_map(lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), batch)
 
 
 def check_divisible(rows: int, mesh: Mesh) -> Optional[str]:

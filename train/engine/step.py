@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from data.batch import Batch
 from train.engine.losses import smoothed_cross_entropy
 
 METRIC_KEYS = (
@@ -49,31 +50,31 @@ def create_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
     )
 
 
-def forward(model, batch: dict, dropout_key: jax.Array | None):
+def forward(model, batch: Batch, dropout_key: jax.Array | None):
     """Teacher-forced logits (B, T, V) for a packed batch."""
     return model(
-        batch["src"],
-        batch["tgt_in"],
-        src_segments=batch["src_segments"],
-        tgt_segments=batch["tgt_segments"],
-        src_positions=batch["src_positions"],
-        tgt_positions=batch["tgt_positions"],
+        batch.src,
+        batch.tgt_in,
+        src_segments=batch.src_segments,
+        tgt_segments=batch.tgt_segments,
+        src_positions=batch.src_positions,
+        tgt_positions=batch.tgt_positions,
         dropout_key=dropout_key,
     )
 
 
 def make_train_step(
     graphdef: Any, tx: optax.GradientTransformation, label_smoothing: float
-) -> Callable[[TrainState, dict, jax.Array], TrainState]:
+) -> Callable[[TrainState, Batch, jax.Array], TrainState]:
     """Return the (unjitted) pure step: (state, batch, base_key) -> state."""
 
     def loss_fn(params, batch, key):
         model = nnx.merge(graphdef, params)
         logits = forward(model, batch, key)  # (B, T, V) float32
-        sums = smoothed_cross_entropy(logits, batch["tgt_out"], batch["tgt_segments"] > 0, label_smoothing)
+        sums = smoothed_cross_entropy(logits, batch.tgt_out, batch.tgt_segments > 0, label_smoothing)
         return sums["loss_sum"] / jnp.maximum(sums["tokens"], 1.0), sums
 
-    def train_step(state: TrainState, batch: dict, base_key: jax.Array) -> TrainState:
+    def train_step(state: TrainState, batch: Batch, base_key: jax.Array) -> TrainState:
         key = jax.random.fold_in(base_key, state.step)
         grads, sums = jax.grad(loss_fn, has_aux=True)(state.params, batch, key)
         grad_norm = optax.global_norm(grads)
@@ -88,7 +89,7 @@ def make_train_step(
             "nll_sum": jnp.where(finite, sums["nll_sum"], 0.0),
             "correct_sum": sums["correct_sum"] * finite_f,
             "tokens": sums["tokens"] * finite_f,
-            "src_tokens": jnp.sum(batch["src_segments"] > 0).astype(jnp.float32) * finite_f,
+            "src_tokens": jnp.sum(batch.src_segments > 0).astype(jnp.float32) * finite_f,
             "grad_norm_sum": jnp.where(finite, grad_norm, 0.0),
             "steps": finite_f,
             "nonfinite": 1.0 - finite_f,
@@ -105,12 +106,12 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(graphdef: Any) -> Callable[[Any, dict], dict]:
+def make_eval_step(graphdef: Any) -> Callable[[Any, Batch], dict]:
     """(params, batch) -> sums of NLL, correct tokens and tokens, without dropout."""
 
-    def eval_step(params, batch: dict) -> dict:
+    def eval_step(params, batch: Batch) -> dict:
         model = nnx.merge(graphdef, params)
         logits = forward(model, batch, None)
-        return smoothed_cross_entropy(logits, batch["tgt_out"], batch["tgt_segments"] > 0, 0.0)
+        return smoothed_cross_entropy(logits, batch.tgt_out, batch.tgt_segments > 0, 0.0)
 
     return eval_step

@@ -1,260 +1,25 @@
-"""Word alignments read off cross attention, scored against gold links.
+"""The alignment evaluator: every cross-attention head's word alignment against gold links.
 
-Gold links are (source word, target word) pairs indexing `text.split(" ")` (the embedded
-corpus's Strong's-number links; English is the source). A head's alignment of a sentence pair:
-
-  1. Teacher forcing: the decoder reads tgt_in = [BOS] + tgt_ids[:-1]; query row i has input
-     tgt_in[i] and predicts tgt_ids[i]. Row i aligns the token it *predicts*, tgt_ids[i]
-     (Garg et al. 2019, fairseq's hard alignments): the attention that produced a word is the
-     attention used for it. `shift=True` aligns the row's *input* token tgt_in[i] instead
-     (Chen et al. 2020, "shift-att"), which often aligns better in a trained model.
-  2. Each row's argmax over source subwords that belong to a word: EOS and padding are left out
-     (as fairseq does), so attention parked on EOS, a common no-op sink, cannot win.
-  3. Subwords to words: the row's target word is linked with the argmax's source word; a word
-     pair is linked when any of their subwords are (the usual subword-to-word rule).
-
-Scores are micro-averaged over the corpus (counts summed, then divided): precision
-|A∩S|/|A|, recall |A∩S|/|S|, F1, and alignment error rate with sure links only (Och & Ney
-2003 with P = S): AER = 1 - 2|A∩S| / (|A| + |S|) = 1 - F1. When a sentence was truncated to the
-model's maximum length, gold links to words with no kept subword are left out.
-
-`AlignmentEvaluator` runs all of this on fixed validation pairs; the training loop logs its best
-head's F1 at every validation (`val/align_f1`), and `python -m train.heads` uses it on the
-whole split.
+On fixed pairs with gold links (the embedded corpus's Strong's-number links), it runs the shared
+attention forward (train/evals/attention_forward.py) over length-bucketed one-example-per-row
+batches and scores each head and each layer average with train/analysis/alignment.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import datasets
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from data.config import BOS_ID, PAD_ID
+from data.buckets import IndexedBatch, example_batches
+from train.analysis.alignment import (AlignmentCounts, best_aligner, diagonal_counts, oracle_counts,
+                                      score_cross_attention)
+from train.evals.attention_forward import attention_maps_fn
 
-METRICS = ("precision", "recall", "f1", "aer")
-
-
-# ---- the pure scorer ------------------------------------------------------------------------
-
-def query_words(tgt_word_ids: Sequence[int], num_rows: int, shift: bool = False) -> np.ndarray:
-    """Target word of each query row, -1 where none: (num_rows,) int.
-
-    tgt_word_ids: word index of each target subword (EOS not included). Row i predicts subword
-    i (its word), or with shift=True reads subword i - 1 (row 0 reads BOS: no word).
-    """
-    words = np.asarray(tgt_word_ids, dtype=np.int64).reshape(-1)
-    out = np.full(num_rows, -1, dtype=np.int64)
-    if shift:
-        n = min(len(words), num_rows - 1)
-        out[1 : n + 1] = words[:n]
-    else:
-        n = min(len(words), num_rows)
-        out[:n] = words[:n]
-    return out
-
-
-def key_words(src_word_ids: Sequence[int], num_cols: int) -> np.ndarray:
-    """Source word of each key column (EOS and padding: -1): (num_cols,) int."""
-    words = np.asarray(src_word_ids, dtype=np.int64).reshape(-1)
-    out = np.full(num_cols, -1, dtype=np.int64)
-    n = min(len(words), num_cols)
-    out[:n] = words[:n]
-    return out
-
-
-def argmax_links(weights: np.ndarray, src_words: np.ndarray, tgt_words: np.ndarray,
-                 shape: tuple[int, int]) -> np.ndarray:
-    """Word-level links of K attention maps of one sentence pair.
-
-    weights: (K, T, S); src_words (S,), tgt_words (T,) from key_words / query_words;
-    shape: (number of source words, number of target words).
-    Returns (K, Ws, Wt) bool: [k, i, j] = source word i linked with target word j by map k.
-    """
-    k_maps = weights.shape[0]
-    links = np.zeros((k_maps,) + tuple(shape), dtype=bool)
-    src_ok = src_words >= 0
-    rows = np.flatnonzero(tgt_words >= 0)
-    if not src_ok.any() or rows.size == 0:
-        return links
-    masked = np.where(src_ok[None, None, :], weights[:, rows, :], -np.inf)  # (K, R, S)
-    best = np.argmax(masked, axis=-1)  # (K, R)
-    k_idx = np.repeat(np.arange(k_maps), rows.size)
-    links[k_idx, src_words[best].reshape(-1), np.tile(tgt_words[rows], k_maps)] = True
-    return links
-
-
-def gold_matrix(gold: Sequence[Sequence[int]], shape: tuple[int, int]) -> np.ndarray:
-    """(Ws, Wt) bool from [[source word, target word], ...]; links outside `shape` are dropped
-    (words cut off by truncation)."""
-    out = np.zeros(shape, dtype=bool)
-    pairs = np.asarray(gold, dtype=np.int64).reshape(-1, 2)
-    keep = (pairs[:, 0] < shape[0]) & (pairs[:, 1] < shape[1]) & (pairs >= 0).all(axis=1)
-    out[pairs[keep, 0], pairs[keep, 1]] = True
-    return out
-
-
-def alignment_scores(hits: np.ndarray, predicted: np.ndarray, gold: np.ndarray | float) -> dict[str, np.ndarray]:
-    """Precision, recall, F1 and AER (sure links only) from link counts (any matching shapes).
-
-    An aligner that predicts nothing gets precision 0 (not NaN), so it ranks last.
-    """
-    hits, predicted = np.asarray(hits, np.float64), np.asarray(predicted, np.float64)
-    gold = np.asarray(gold, np.float64)
-    precision = np.where(predicted > 0, hits / np.maximum(predicted, 1), 0.0)
-    recall = np.where(gold > 0, hits / np.maximum(gold, 1), 0.0)
-    total = predicted + gold
-    f1 = np.where(total > 0, 2 * hits / np.maximum(total, 1), 0.0)
-    return {"precision": precision, "recall": recall, "f1": f1, "aer": 1.0 - f1}
-
-
-@dataclass
-class AlignmentCounts:
-    """Corpus sums for a grid of aligners: hits |A∩S| and predicted |A| per aligner, gold |S|."""
-
-    hits: np.ndarray
-    predicted: np.ndarray
-    gold: int = 0
-    sentences: int = 0
-
-    @classmethod
-    def zeros(cls, shape: tuple[int, ...]) -> "AlignmentCounts":
-        return cls(np.zeros(shape, np.int64), np.zeros(shape, np.int64))
-
-    def add_sentence(self, links: np.ndarray, gold: np.ndarray) -> None:
-        """links: (*shape, Ws, Wt) bool; gold: (Ws, Wt) bool."""
-        self.hits += np.sum(links & gold, axis=(-2, -1))
-        self.predicted += np.sum(links, axis=(-2, -1))
-        self.gold += int(gold.sum())
-        self.sentences += 1
-
-    def scores(self) -> dict[str, np.ndarray]:
-        return alignment_scores(self.hits, self.predicted, self.gold)
-
-
-def score_cross_attention(cross: np.ndarray, src_word_ids: Sequence[Sequence[int]],
-                          tgt_word_ids: Sequence[Sequence[int]], gold: Sequence[Sequence[Sequence[int]]],
-                          counts: Optional[AlignmentCounts] = None, shift: bool = False) -> AlignmentCounts:
-    """Add a batch of sentence pairs to the counts of every head and every layer average.
-
-    cross: (L, B, H, T, S) cross-attention weights; src_word_ids[b] / tgt_word_ids[b]: word of
-    each kept subword (tokenizer.word_ids cut to the tokens the model saw, EOS not included);
-    gold[b]: [[src word, tgt word], ...].
-    Returns counts of shape (L, H + 1): column H is the layer's head-averaged attention.
-    """
-    num_layers, batch, num_heads, t_len, s_len = cross.shape
-    counts = counts or AlignmentCounts.zeros((num_layers, num_heads + 1))
-    for b in range(batch):
-        src_w = key_words(src_word_ids[b], s_len)
-        tgt_w = query_words(tgt_word_ids[b], t_len, shift)
-        # Words with a kept subword define the grid (truncation cuts the rest off).
-        shape = (int(np.max(src_word_ids[b], initial=-1)) + 1, int(np.max(tgt_word_ids[b], initial=-1)) + 1)
-        maps = cross[:, b]  # (L, H, T, S)
-        maps = np.concatenate([maps, maps.mean(axis=1, keepdims=True)], axis=1)  # (L, H + 1, T, S)
-        links = argmax_links(maps.reshape(-1, t_len, s_len), src_w, tgt_w, shape)
-        counts.add_sentence(links.reshape(num_layers, num_heads + 1, *shape), gold_matrix(gold[b], shape))
-    return counts
-
-
-def diagonal_counts(src_word_ids: Sequence[Sequence[int]], tgt_word_ids: Sequence[Sequence[int]],
-                    gold: Sequence[Sequence[Sequence[int]]]) -> AlignmentCounts:
-    """A reference aligner that needs no model: target word j of Wt links source word
-    floor((j + 0.5) * Ws / Wt), the length-scaled diagonal. Heads must beat it to show they learned
-    more than word order."""
-    counts = AlignmentCounts.zeros(())
-    for src_w, tgt_w, g in zip(src_word_ids, tgt_word_ids, gold):
-        shape = (int(np.max(src_w, initial=-1)) + 1, int(np.max(tgt_w, initial=-1)) + 1)
-        links = np.zeros(shape, dtype=bool)
-        if min(shape) > 0:
-            j = np.arange(shape[1])
-            links[np.minimum(((j + 0.5) * shape[0] / shape[1]).astype(int), shape[0] - 1), j] = True
-        counts.add_sentence(links, gold_matrix(g, shape))
-    return counts
-
-
-def oracle_counts(src_word_ids: Sequence[Sequence[int]], tgt_word_ids: Sequence[Sequence[int]],
-                  gold: Sequence[Sequence[Sequence[int]]]) -> AlignmentCounts:
-    """A ceiling for argmax aligners, which give each target subword one source word: subword k
-    of target word j picks its gold source words in turn (the k-th, cycling); a word without gold
-    links still gets one (wrong) link, as an argmax must. Gold links are many-to-many, so even this
-    recalls only part of them."""
-    counts = AlignmentCounts.zeros(())
-    for src_w, tgt_w, g in zip(src_word_ids, tgt_word_ids, gold):
-        shape = (int(np.max(src_w, initial=-1)) + 1, int(np.max(tgt_w, initial=-1)) + 1)
-        gold_m = gold_matrix(g, shape)
-        links = np.zeros(shape, dtype=bool)
-        seen: dict[int, int] = {}
-        for w in tgt_w:
-            if w < 0 or shape[0] == 0:
-                continue
-            k = seen[w] = seen.get(w, -1) + 1
-            sources = np.flatnonzero(gold_m[:, w])
-            links[sources[k % sources.size] if sources.size else 0, w] = True
-        counts.add_sentence(links, gold_m)
-    return counts
-
-
-def best_aligner(scores: dict[str, np.ndarray], heads_only: bool = True) -> dict[str, Any]:
-    """The (layer, head) with the highest F1 in an (L, H + 1) grid; head == "avg" for the last column."""
-    f1 = scores["f1"][:, :-1] if heads_only else scores["f1"]
-    layer, head = np.unravel_index(int(np.argmax(f1)), f1.shape)
-    num_heads = scores["f1"].shape[1] - 1
-    out: dict[str, Any] = {"layer": int(layer), "head": int(head) if head < num_heads else "avg"}
-    out.update({m: float(scores[m][layer, head]) for m in METRICS})
-    return out
-
-
-# ---- teacher-forced batches with one example per row -----------------------------------------
-
-@dataclass
-class ExampleBatch:
-    """One example per row (no packing: alignment and per-example gradients need that).
-
-    src (B, S), tgt_in (B, T), tgt_out (B, T) int32, padded with PAD; index (B,) the dataset
-    row, -1 for filler rows (all PAD, which the model leaves at zero output and zero loss).
-    """
-
-    src: np.ndarray
-    tgt_in: np.ndarray
-    tgt_out: np.ndarray
-    index: np.ndarray
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"src": self.src, "tgt_in": self.tgt_in, "tgt_out": self.tgt_out}
-
-
-def example_batches(dataset: datasets.Dataset, rows: int, buckets: Sequence[int]) -> Iterator[ExampleBatch]:
-    """Batches of `rows` examples sorted by length, padded to the smallest bucket >= the longer
-    side (S = T = bucket), so that a jitted consumer compiles once per bucket used."""
-    src_ids, tgt_ids = dataset["src_ids"], dataset["tgt_ids"]
-    lengths = np.array([max(len(s), len(t)) for s, t in zip(src_ids, tgt_ids)], dtype=np.int64)
-    sizes = np.asarray(sorted(buckets))
-    if lengths.size and lengths.max() > sizes[-1]:
-        sizes = np.append(sizes, lengths.max())
-    order = np.argsort(lengths, kind="stable")
-    bucket_of = np.searchsorted(sizes, lengths[order], side="left")
-    for b in np.unique(bucket_of):
-        members = order[bucket_of == b]
-        size = int(sizes[b])
-        for start in range(0, len(members), rows):
-            chunk = members[start : start + rows]
-            src = np.full((rows, size), PAD_ID, np.int32)
-            tgt_in, tgt_out = src.copy(), src.copy()
-            index = np.full(rows, -1, np.int64)
-            for r, ex in enumerate(chunk.tolist()):
-                s, t = src_ids[ex], tgt_ids[ex]  # both end in EOS
-                src[r, : len(s)] = s
-                tgt_out[r, : len(t)] = t
-                tgt_in[r, : len(t)] = [BOS_ID] + list(t[:-1])
-                index[r] = ex
-            yield ExampleBatch(src, tgt_in, tgt_out, index)
-
-
-# ---- the evaluator ---------------------------------------------------------------------------
 
 def length_buckets(longest: int, sizes: Sequence[int] = (32, 64, 128)) -> list[int]:
     """Padded lengths for example_batches: a few sizes (one compile each), capped at `longest`
@@ -267,16 +32,11 @@ def gold_reversed(source_lang: str, target_lang: str) -> bool:
     return source_lang == "es" and target_lang == "en"
 
 
-def make_cross_attention_fn(graphdef: nnx.GraphDef) -> Callable:
-    """Pure (params, src (B, S), tgt_in (B, T)) -> cross-attention weights (L, B, H, T, S) float32."""
-
-    def cross_attention(params: nnx.State, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
-        model = nnx.merge(graphdef, params)
-        # One example per row: segments from padding; no dropout; return_attention = explicit path.
-        _, weights = model(src, tgt_in, return_attention=True)
-        return weights["cross"].astype(jnp.float32)
-
-    return cross_attention
+def cross_attention_fn(graphdef: nnx.GraphDef) -> Callable:
+    """(params, src (B, S), tgt_in (B, T)) -> cross-attention weights (L, B, H, T, S) float32,
+    one example per row (segments from padding), from the shared jitted attention forward."""
+    maps = attention_maps_fn(graphdef, ("cross",))
+    return lambda params, src, tgt_in: maps(params, src, tgt_in)["cross"]
 
 
 @dataclass
@@ -288,7 +48,7 @@ class AlignmentEvaluator:
     """
 
     fn: Callable
-    batches: list[ExampleBatch]
+    batches: list[IndexedBatch]
     src_words: dict[int, list[int]]
     tgt_words: dict[int, list[int]]
     gold: dict[int, list]
@@ -319,7 +79,7 @@ class AlignmentEvaluator:
         gold = {i: ([[t, s] for s, t in g] if swap_gold else g)
                 for i, g in enumerate(subset["alignment"])}
         return cls(
-            fn=jax.jit(make_cross_attention_fn(graphdef)),
+            fn=cross_attention_fn(graphdef),
             batches=list(example_batches(subset, rows, buckets)),
             src_words=src_words, tgt_words=tgt_words,
             gold=gold, shift=shift, examples=len(keep))
@@ -328,7 +88,7 @@ class AlignmentEvaluator:
         """Counts for output-token rows (shift False) and/or input-token rows (True), one pass."""
         out: dict[bool, AlignmentCounts] = {}
         for batch in self.batches:
-            cross = np.asarray(jax.device_get(self.fn(params, batch.src, batch.tgt_in)))
+            cross = np.asarray(jax.device_get(self.fn(params, batch.batch.src, batch.batch.tgt_in)))
             real = np.flatnonzero(batch.index >= 0)
             ids = batch.index[real].tolist()
             for s in shifts:
@@ -348,6 +108,10 @@ class AlignmentEvaluator:
         ids = sorted(self.gold)
         return oracle_counts([self.src_words[i] for i in ids], [self.tgt_words[i] for i in ids],
                              [self.gold[i] for i in ids])
+
+    def __call__(self, params: nnx.State, final: bool = False) -> dict[str, float]:
+        """The evaluator protocol (train/evals/base.py): the same fixed pairs at every validation."""
+        return self.run(params)
 
     def run(self, params: nnx.State) -> dict[str, float]:
         """Validation scalars: the best head's F1 and AER, and the best layer average's F1."""

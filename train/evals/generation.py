@@ -1,5 +1,5 @@
 """Decode a split with the jitted (KV-cached) decoder and score it: shared by validation,
-`python -m train.evaluate` and `python -m train.translate`."""
+`python -m train.evaluate`, `translate` and `heads`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import datasets
 import jax
 import numpy as np
 
-from data.packing import decode_batches
+from data.buckets import decode_batches
 from data.pipeline import PreparedData
 from model.decoding import make_decode_fn
 from train.config import DecodeConfig
+from train.evals.base import SELECTION
 from train.evals.scores import generation_scores
 
 # Source lengths are padded up to one of these, so decoding compiles once per bucket.
@@ -60,3 +61,22 @@ class Generator:
         if prefix is not None:
             scores["prefix"] = generation_scores(self.task, hyps[:prefix], subset["target"][:prefix])
         return scores
+
+
+class GenerationScores:
+    """Evaluator: decode the validation split and score it (`val/bleu`, `val/chrf` or ROUGE).
+
+    Periodic validations decode a fixed subset of `subset` pairs; the final one decodes the whole
+    split. Checkpoints are ranked on that same subset every time (SELECTION), the final
+    validation included, so that the best checkpoint is chosen on one yardstick.
+    """
+
+    def __init__(self, generator: Generator, metric: str, subset: int, split: str = "validation"):
+        self.generator, self.metric, self.subset, self.split = generator, metric, subset, split
+
+    def __call__(self, params: Any, final: bool = False) -> dict[str, float]:
+        scores = self.generator.score_split(params, self.split, limit=None if final else self.subset,
+                                            prefix=self.subset)
+        out = {f"val/{k}": v for k, v in scores.items() if isinstance(v, (int, float))}
+        out[SELECTION] = scores["prefix"][self.metric]
+        return out

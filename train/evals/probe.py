@@ -1,9 +1,9 @@
 """The attention probe: attention weights of fixed validation pairs, drawn, measured and logged.
 
 At every validation (and at the end) the loop calls `AttentionProbe.run(step, params, loggers)`.
-A separate jitted forward (no gradient, no dropout, the explicit attention path that returns the
-weights) runs on K fixed validation pairs padded to fixed lengths, so it compiles once per run
-and the training step keeps its fast path. For every attention type and layer it writes
+The shared jitted attention forward (train/evals/attention_forward.py: no gradient, no dropout,
+weights recorded by model/attention_maps.py) runs on K fixed validation pairs padded to fixed
+lengths, so it compiles once per run and the training step keeps its fast path. For every attention type and layer it writes
 
     run_dir/attention/step_{N}/{encoder_self,decoder_self,cross}_layer{l}.png   heads of example 0
     run_dir/attention/step_{N}/{type}_layer{l}.npz      float16 weights of all K examples + tokens
@@ -16,15 +16,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from data.config import BOS_ID, EOS_ID, PAD_ID
-from train.analysis.attention_plots import ATTENTION_TYPES, AXIS_NAMES, head_grid_figure, render, stat_heatmap_figure
+from data.batch import Batch
+from data.config import BOS_ID, EOS_ID
+from model.config import ATTENTION_TYPES
+from train.evals.attention_forward import attention_maps_fn
+from train.analysis.attention_plots import AXIS_NAMES, head_grid_figure, render, stat_heatmap_figure
 from train.analysis.attention_stats import STATS, head_stats, layer_summary, stack_layers
 
 READABLE_LEN = 24  # pairs up to this many tokens per side keep tick labels legible; preferred
@@ -33,14 +35,27 @@ SCAN_LIMIT = 2000  # validation rows looked at when choosing the pairs (the firs
 
 @dataclass(frozen=True)
 class ProbeBatch:
-    """K pairs padded to fixed lengths. src (K, S), tgt_in (K, T) int32: BOS + target without EOS."""
+    """K pairs, one per row, padded to the longest (a data.batch.Batch), and their subword strings."""
 
-    src: np.ndarray  # (K, S)
-    tgt_in: np.ndarray  # (K, T)
-    src_valid: np.ndarray  # (K, S) bool
-    tgt_valid: np.ndarray  # (K, T) bool
+    batch: Batch  # src (K, S), tgt_in (K, T): BOS + target without EOS
     src_tokens: np.ndarray  # (K, S) str, "" at padding
     tgt_tokens: np.ndarray  # (K, T) str
+
+    @property
+    def src(self) -> np.ndarray:
+        return self.batch.src
+
+    @property
+    def tgt_in(self) -> np.ndarray:
+        return self.batch.tgt_in
+
+    @property
+    def src_valid(self) -> np.ndarray:
+        return self.batch.src_valid
+
+    @property
+    def tgt_valid(self) -> np.ndarray:
+        return self.batch.tgt_valid
 
 
 def choose_examples(src_ids: list[list[int]], tgt_ids: list[list[int]], k: int,
@@ -65,35 +80,13 @@ def token_strings(tokenizer: Any, ids: list[int]) -> list[str]:
 
 def make_batch(src_ids: list[list[int]], tgt_ids: list[list[int]], tokenizer: Any) -> ProbeBatch:
     """Pad the chosen pairs to the longest of them; teacher forcing input = [BOS] + target[:-1]."""
-    tgt_in = [[BOS_ID] + list(t[:-1]) for t in tgt_ids]  # tgt_ids end in EOS: drop it, shift right
-    s_len, t_len = max(len(s) for s in src_ids), max(len(t) for t in tgt_in)
-
-    def pad(rows: list[list[int]], length: int) -> np.ndarray:
-        out = np.full((len(rows), length), PAD_ID, np.int32)
-        for i, row in enumerate(rows):
-            out[i, : len(row)] = row
-        return out
+    batch = Batch.one_per_row(src_ids, tgt_ids)
+    tgt_in = [[BOS_ID] + list(t[:-1]) for t in tgt_ids]
 
     def tokens(rows: list[list[int]], length: int) -> np.ndarray:
         return np.array([token_strings(tokenizer, r) + [""] * (length - len(r)) for r in rows], dtype=str)
 
-    src, tgt = pad(src_ids, s_len), pad(tgt_in, t_len)
-    return ProbeBatch(src, tgt, src != PAD_ID, tgt != PAD_ID, tokens(src_ids, s_len), tokens(tgt_in, t_len))
-
-
-def make_probe_fn(graphdef: nnx.GraphDef) -> Callable:
-    """Pure (params, src, tgt_in) -> {type: (L, B, H, Tq, Tk) float32}, for jax.jit."""
-
-    def probe(params: nnx.State, src: jax.Array, tgt_in: jax.Array) -> dict[str, jax.Array]:
-        model = nnx.merge(graphdef, params)
-        src_segments = (src != PAD_ID).astype(jnp.int32)  # one example per row
-        tgt_segments = (tgt_in != PAD_ID).astype(jnp.int32)
-        # dropout_key=None: deterministic; return_attention selects the explicit attention path.
-        _, weights = model(src, tgt_in, src_segments, tgt_segments, dropout_key=None,
-                           return_attention=True)
-        return {k: v.astype(jnp.float32) for k, v in weights.items()}
-
-    return probe
+    return ProbeBatch(batch, tokens(src_ids, batch.src.shape[1]), tokens(tgt_in, batch.tgt_in.shape[1]))
 
 
 def queries_and_keys(batch: ProbeBatch, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -141,7 +134,7 @@ class AttentionProbe:
         chosen = choose_examples(head["src_ids"], head["tgt_ids"], k)
         self.batch = make_batch([head["src_ids"][i] for i in chosen], [head["tgt_ids"][i] for i in chosen],
                                 data.tokenizer)
-        self.fn = jax.jit(make_probe_fn(graphdef))
+        self.fn = attention_maps_fn(graphdef)
 
     @property
     def enabled(self) -> bool:

@@ -242,11 +242,3 @@ class SweepCallback(Callback):
             (out / STATUS_FILE).write_text(json.dumps(record, indent=2) + "\n")
         except OSError as e:  # a status file must never turn a finished job into a failed one
             log.warning("could not write %s: %s", out / STATUS_FILE, e)
-
-
-def read_status(run_dir: Path) -> Optional[dict]:
-    path = Path(run_dir) / STATUS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
