@@ -28,7 +28,13 @@ from pathlib import Path
 
 from data.bible_pairing import align, length_mismatch, tags_disagree, text_shifted
 from data.bible_verses import (
-    MODULES, absorbing_neighbours, clean_verse, export_module, has_text, parse_imp, strip_subscriptions,
+    MODULES,
+    absorbing_neighbours,
+    clean_verse,
+    export_module,
+    has_text,
+    parse_imp,
+    strip_subscriptions,
 )
 
 HELD_OUT_SIZE = 1000  # pairs in each of validation and test

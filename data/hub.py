@@ -118,7 +118,7 @@ def _forced_offline(enabled: bool) -> Iterator[None]:
     """Offline mode for one load: datasets then reads its cache and fails at once otherwise.
 
     Both libraries read HF_HUB_OFFLINE at import time, so the module flags are switched
-    rather than the environment; without this an unreachable Hub costs ~25 s of retries.
+    rather than the environment; without this an unreachable Hub costs many seconds of retries.
     """
     if not enabled:
         yield

@@ -67,3 +67,14 @@ def forward_with_attention(model: nnx.Module, src: jax.Array, tgt_in: jax.Array,
         per_layer = [sown[layers][i][name]["attention_weights"].get_value()[-1] for i in range(len(modules[kind]))]
         maps[kind] = jnp.stack(per_layer).astype(jnp.float32)  # (L, B, H, Tq, Tk)
     return logits, maps
+
+
+def call_with_weights(module: MultiHeadAttention, *args, **kwargs) -> tuple[jax.Array, jax.Array]:
+    """One call of a single attention module, and its weights (B, H, T, S) float32: for looking
+    at one module on its own (tests, notebooks). Takes the module's own arguments."""
+    module.record_weights = True
+    try:
+        out, sown = nnx.capture(lambda m: m(*args, **kwargs), nnx.Intermediate)(module)
+    finally:
+        module.record_weights = False
+    return out, sown["attention_weights"].get_value()[-1]

@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
-
 # The three kinds of attention in an encoder-decoder, in the order every tool lists them: the keys
 # of head gates, of recorded attention maps and of the probe's files.
 ATTENTION_TYPES = ("encoder_self", "decoder_self", "cross")

@@ -28,9 +28,16 @@ from flax import nnx
 from model.attention import causal_mask, padding_mask, segment_mask
 from model.config import ATTENTION_TYPES, ModelConfig
 from model.dropout import dropout
+from model.layers import (
+    DecoderLayer,
+    EncoderLayer,
+    LearnedPositions,
+    SinusoidalPositions,
+    TokenEmbedding,
+    fold_key,
+)
 from model.matmul import dot_general
-from model.layers import (DecoderLayer, EncoderLayer, LearnedPositions, SinusoidalPositions,
-                          TokenEmbedding, fold_key)
+
 
 class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int, *, rngs: nnx.Rngs, pad_id: int = 0):

@@ -1,4 +1,5 @@
-"""The alignment scorer on hand-made attention and gold links (train/evals/alignment.py)."""
+"""The alignment scorer on hand-made attention and gold links (train/analysis/alignment.py) and
+the evaluator that feeds it (train/evals/alignment.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,22 @@ import datasets
 import numpy as np
 import pytest
 
+from data.buckets import example_batches
 from data.config import BOS_ID, EOS_ID, PAD_ID
 from data.tokenizer import SubwordTokenizer, build_tokenizer
-from train.evals.alignment import (AlignmentCounts, AlignmentEvaluator, alignment_scores, argmax_links,
-                             best_aligner, diagonal_counts, example_batches, gold_matrix, key_words,
-                             oracle_counts, query_words, score_cross_attention)
+from train.analysis.alignment import (
+    AlignmentCounts,
+    alignment_scores,
+    argmax_links,
+    best_aligner,
+    diagonal_counts,
+    gold_matrix,
+    key_words,
+    oracle_counts,
+    query_words,
+    score_cross_attention,
+)
+from train.evals.alignment import AlignmentEvaluator
 
 
 def one_hot_rows(cols: list[int], s_len: int) -> np.ndarray:
@@ -119,9 +131,9 @@ def split(tokenizer: SubwordTokenizer, pairs: list[tuple[str, str, list]]) -> da
 def test_example_batches_one_example_per_row(tokenizer):
     ds = split(tokenizer, [("the cat", "the cat", [[0, 0]]), ("a dog ran to the mat", "red", [[0, 0]])])
     batches = list(example_batches(ds, rows=4, buckets=(4, 8)))
-    assert [b.src.shape for b in batches] == [(4, 4), (4, 8)]
-    first = batches[0]
-    assert first.index.tolist() == [0, -1, -1, -1]
+    assert [b.batch.src.shape for b in batches] == [(4, 4), (4, 8)]
+    first, index = batches[0]
+    assert index.tolist() == [0, -1, -1, -1]
     t = ds[0]["tgt_ids"]
     assert first.tgt_in[0, : len(t)].tolist() == [BOS_ID] + t[:-1]
     assert first.tgt_out[0, : len(t)].tolist() == t and first.tgt_out[0, len(t):].tolist() == [PAD_ID] * (4 - len(t))

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from model.attention import MultiHeadAttention, causal_mask, padding_mask, segment_mask
+from model.attention_maps import call_with_weights
 
 D, H = 32, 2
 
@@ -22,8 +23,10 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
                    compiler_options=FAST_COMPILE)
 def _attend(graphdef, state, x, mask, context=None, *, kv=None, head_gates=None,
             dropout_key=None, return_weights=False):
-    return nnx.merge(graphdef, state)(x, mask, context, kv=kv, head_gates=head_gates,
-                                      dropout_key=dropout_key, return_weights=return_weights)
+    """return_weights: also the weights, recorded the one way they leave the model."""
+    mha = nnx.merge(graphdef, state)
+    kwargs = dict(kv=kv, head_gates=head_gates, dropout_key=dropout_key)
+    return call_with_weights(mha, x, mask, context, **kwargs) if return_weights else mha(x, mask, context, **kwargs)
 
 
 def attend(mha, *args, **kwargs):

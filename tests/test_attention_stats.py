@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.analysis.attention_stats import STATS, head_stats, layer_summary, stack_layers
+from train.analysis.attention_stats import (
+    STATS,
+    head_stats,
+    layer_summary,
+    stack_layers,
+)
 
 
 def valid(n: int, pad: int = 0) -> np.ndarray:

@@ -12,12 +12,14 @@ import datasets
 import numpy as np
 import pytest
 
+from data.batch import Batch
+from data.buckets import decode_batches
 from data.config import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, DataConfig
-from data.packing import PackedBatches, decode_batches
+from data.packing import PackedBatches
 from data.pipeline import prepare
 from data.prefetch import Prefetcher
 from data.sources import load_splits
-from data.tokenizer import SubwordTokenizer, train_tokenizer
+from data.tokenizer import train_tokenizer
 
 datasets.disable_progress_bars()
 
@@ -168,6 +170,8 @@ def test_packing_layout(prepared) -> None:
     plan = it.plan(0)
     for b in range(3):
         batch = next(it)
+        assert isinstance(batch, Batch)
+        batch = batch._asdict()
         assert {k: v.shape for k, v in batch.items()} == {
             **{k: (R, cfg.max_source_len) for k in ("src", "src_segments", "src_positions")},
             **{k: (R, cfg.max_target_len) for k in ("tgt_in", "tgt_out", "tgt_segments", "tgt_positions")},
@@ -208,7 +212,7 @@ def test_each_example_once_per_epoch(prepared) -> None:
     val = PackedBatches(data.splits["validation"], cfg, shuffle=False)
     batches = list(val)
     assert len(batches) == len(val.plan(0)) and list(val) == []  # repeat=False: one pass
-    counted = sum(int((b["src_segments"] > 0).sum()) for b in batches)
+    counted = sum(int((b.src_segments > 0).sum()) for b in batches)
     assert counted == sum(data.splits["validation"]["src_len"])
 
 
@@ -240,7 +244,7 @@ def test_resume_reproduces_batches(prepared) -> None:
         resumed.restore(json.loads(json.dumps(states[k])))  # states survive a JSON checkpoint
         for expected in stream[k : k + 3]:
             got = next(resumed)
-            assert all(np.array_equal(got[key], expected[key]) for key in expected)
+            assert all(np.array_equal(g, e) for g, e in zip(got, expected))
 
 
 def test_prefetch_state_tracks_consumption(prepared) -> None:
@@ -251,17 +255,17 @@ def test_prefetch_state_tracks_consumption(prepared) -> None:
     with Prefetcher(PackedBatches(train, cfg, seed=5), size=3) as pf:
         for b in expected[:4]:
             got = next(pf)
-            assert np.array_equal(got["src"], b["src"])
+            assert np.array_equal(got.src, b.src)
         time.sleep(0.1)  # let the worker run ahead
         state = pf.state()
         assert state["batch"] == 4 and state["epoch"] == 0
         got = next(pf)
-        assert np.array_equal(got["tgt_out"], expected[4]["tgt_out"])
+        assert np.array_equal(got.tgt_out, expected[4].tgt_out)
         pf.restore(state)  # rewind: the prefetched batches are dropped
-        assert np.array_equal(next(pf)["tgt_out"], expected[4]["tgt_out"])
+        assert np.array_equal(next(pf).tgt_out, expected[4].tgt_out)
     with Prefetcher(PackedBatches(train, cfg, seed=5), size=2) as pf2:
         pf2.restore(state)
-        assert [np.array_equal(next(pf2)["src"], b["src"]) for b in expected[4:8]] == [True] * 4
+        assert [np.array_equal(next(pf2).src, b.src) for b in expected[4:8]] == [True] * 4
 
 
 class Failing:
@@ -357,7 +361,7 @@ def test_prefetch_device_put(prepared) -> None:
     cfg, data = prepared
     with Prefetcher(PackedBatches(data.splits["train"], cfg, seed=0), size=2, device_put=True) as pf:
         batch = next(pf)
-    assert isinstance(batch["src"], jax.Array) and batch["src"].dtype == np.int32
+    assert isinstance(batch.src, jax.Array) and batch.src.dtype == np.int32
 
 
 # --------------------------------------------------------------------------- the command

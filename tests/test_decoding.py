@@ -15,8 +15,13 @@ import pytest
 from flax import nnx
 
 from model.config import ModelConfig
-from model.decoding import (beam_search, greedy_decode, length_penalty, make_decode_fn,
-                            sequence_log_prob)
+from model.decoding import (
+    beam_search,
+    greedy_decode,
+    length_penalty,
+    make_decode_fn,
+    sequence_log_prob,
+)
 from model.transformer import Transformer
 
 V, PAD, BOS, EOS = 50, 0, 1, 2

@@ -106,7 +106,7 @@ def test_decode_options_default_to_the_runs() -> None:
 
     from model.config import ConfigError
     from train.config import DecodeConfig
-    from train.runs import DecodeOverrides, decode_config
+    from train.cli import DecodeOverrides, decode_config
 
     run = DecodeConfig(beam_size=4, alpha=1.0, batch_size=32)
     given = OmegaConf.structured(DecodeOverrides(beam_size=1, max_len_b=5))
@@ -121,7 +121,8 @@ def copy_run_without_checkpoints(run_dir: Path, dest: Path) -> Path:
 
 
 def test_unusable_run_dirs_say_what_to_do(run_dir: Path, tmp_path: Path) -> None:
-    from train.runs import RunError, load_run
+    from train.errors import RunError
+    from train.runs import load_run
 
     with pytest.raises(RunError, match="does not exist"):
         load_run(tmp_path / "nowhere")
@@ -143,7 +144,8 @@ def test_unusable_run_dirs_say_what_to_do(run_dir: Path, tmp_path: Path) -> None
     (("num_heads: 4", "num_heads: 3"), r"does not pass this code's checks.*num_heads=3"),
 ])
 def test_config_that_does_not_match(run_dir: Path, tmp_path: Path, edit: tuple, message: str) -> None:
-    from train.runs import RunError, load_run
+    from train.errors import RunError
+    from train.runs import load_run
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval"))

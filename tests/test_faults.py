@@ -13,12 +13,21 @@ import signal
 
 import numpy as np
 import pytest
-
-from test_resume import (  # noqa: F401  (print_summary: the autouse fixture that prints the summary line)
-    assert_clean_error, checkpoint_arrays, copy_of_reference, damage, metric_lines, print_summary,
-    run_in_process, scenario, scenarios, steps_on_disk, train_losses,
+from reliability_runs import (  # noqa: F401  (print_summary: the autouse fixture that prints the summary line)
+    assert_clean_error,
+    checkpoint_arrays,
+    copy_of_reference,
+    damage,
+    metric_lines,
+    print_summary,
+    run_in_process,
+    scenario,
+    scenarios,
+    steps_on_disk,
+    train_losses,
 )
-from train.engine import faults
+
+from train.engine import faults, preflight, resume, signals
 from train.engine.checkpoint import Checkpointer, CheckpointError, config_diff
 
 
@@ -115,10 +124,10 @@ def test_read_only_checkpoint_dir_fails_before_training(runs):
 def test_full_disk_is_an_error_at_startup(tmp_path, monkeypatch):
     with scenario("bad input", "full disk"):
         usage = type("usage", (), {"free": 3 << 20, "total": 1 << 30, "used": 0})
-        monkeypatch.setattr(faults.shutil, "disk_usage", lambda path: usage)
+        monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: usage)
         with pytest.raises(SystemExit, match="has 3.0 MiB free but one checkpoint needs about 12.0 MiB"):
-            faults.check_free_space(tmp_path, 10 << 20, keep=2)
-        faults.check_free_space(tmp_path, 1 << 20, keep=0)  # fits: no error
+            preflight.check_free_space(tmp_path, 10 << 20, keep=2)
+        preflight.check_free_space(tmp_path, 1 << 20, keep=0)  # fits: no error
 
 
 # ---- in-process unit checks ----------------------------------------------------------------------
@@ -127,7 +136,7 @@ def test_full_disk_is_an_error_at_startup(tmp_path, monkeypatch):
 def test_second_sigint_exits_at_once():
     with scenario("fault", "SIGINT twice"):
         before = signal.getsignal(signal.SIGINT)
-        with faults.StopSignals() as stop:
+        with signals.StopSignals() as stop:
             os.kill(os.getpid(), signal.SIGINT)
             assert stop.received == "SIGINT"  # first: a flag, the loop saves and exits
             os.kill(os.getpid(), signal.SIGTERM)
@@ -141,9 +150,9 @@ def test_trim_metrics_log_drops_relogged_and_torn_lines(tmp_path):
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": s, "train/loss": float(s)} for s in range(1, 8)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 8, "train/lo')
-    assert faults.trim_metrics_log(path, 5) == 3
+    assert resume.trim_metrics_log(path, 5) == 3
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
-    assert faults.trim_metrics_log(path, 5) == 0
+    assert resume.trim_metrics_log(path, 5) == 0
 
 
 def test_nan_hook_parses_steps(monkeypatch):

@@ -11,14 +11,24 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from data.config import BOS_ID, EOS_ID, PAD_ID
+from data.batch import Batch
+from data.config import EOS_ID
 from model.config import ConfigError, ModelConfig
-from model.decoding import greedy_decode
+from model.decoding import GatedModel, greedy_decode
 from model.transformer import Transformer
 from tests.conftest import run_cli
-from train.analysis.head_importance import (GatedModel, all_on, gate_shapes, gates_without, head_importance,
-                                   make_gate_grad_fn, make_loss_fn, normalize_per_layer, prunable_share,
-                                   pruning_order, pruning_steps)
+from train.analysis.head_importance import (
+    all_on,
+    gate_shapes,
+    gates_without,
+    head_importance,
+    make_gate_grad_fn,
+    make_loss_fn,
+    normalize_per_layer,
+    prunable_share,
+    pruning_order,
+    pruning_steps,
+)
 
 V = 40
 # GELU, not ReLU: the loss is then smooth in the gates, so central differences converge.
@@ -42,23 +52,21 @@ def split_model():
     return build()
 
 
-def example_batch(lengths: list[tuple[int, int]], size: int = 8, seed: int = 0) -> dict:
+def example_batch(lengths: list[tuple[int, int]], size: int = 8, seed: int = 0) -> Batch:
     """One example per row (ids end in EOS); rows past len(lengths) are all-PAD filler."""
     rng = np.random.default_rng(seed)
-    rows = len(lengths) + 1
-    src, tgt_in, tgt_out = (np.full((rows, size), PAD_ID, np.int32) for _ in range(3))
-    for r, (s, t) in enumerate(lengths):
-        src[r, :s] = list(rng.integers(4, V, s - 1)) + [EOS_ID]
-        out = list(rng.integers(4, V, t - 1)) + [EOS_ID]
-        tgt_out[r, :t], tgt_in[r, :t] = out, [BOS_ID] + out[:-1]
-    return {"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out}
+    srcs, tgts = [], []
+    for s, t in lengths:
+        srcs.append(list(rng.integers(4, V, s - 1)) + [EOS_ID])
+        tgts.append(list(rng.integers(4, V, t - 1)) + [EOS_ID])
+    return Batch.one_per_row(srcs, tgts, S=size, T=size, rows=len(lengths) + 1)
 
 
 def test_a_zero_gate_removes_exactly_that_head(split_model):
     """Gate 0 on one head == that head's slice of the output projection deleted (all gates 1)."""
     graphdef, params = split_model
     batch = example_batch([(6, 5), (8, 8)])
-    forward = fast_jit(lambda p, g: nnx.merge(graphdef, p)(batch["src"], batch["tgt_in"], head_gates=g))
+    forward = fast_jit(lambda p, g: nnx.merge(graphdef, p)(batch.src, batch.tgt_in, head_gates=g))
     shapes = gate_shapes(CFG)
     full = forward(params, all_on(shapes))
     k = CFG.resolved_head_dim
@@ -133,7 +141,7 @@ def test_gates_reach_the_decoder(split_model):
     graphdef, params = split_model
     shapes = gate_shapes(CFG)
     gates = gates_without(shapes, [("encoder_self", 0, 0), ("decoder_self", 0, 1), ("cross", 0, 1)])
-    src = example_batch([(6, 2), (4, 2)])["src"]
+    src = example_batch([(6, 2), (4, 2)]).src
     kw = dict(max_len=6, max_len_a=1.0, max_len_b=2)
     gated = fast_jit(lambda p, g: greedy_decode(GatedModel(nnx.merge(graphdef, p), g), src, **kw))
     masked_cfg = ModelConfig(**{**CFG.__dict__, "head_mask": {k: v.tolist() for k, v in gates.items()}})

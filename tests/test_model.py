@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from model.attention_maps import forward_with_attention
 from model.config import ModelConfig
 from model.flops import flops_per_token, num_params
 from model.transformer import Transformer
@@ -36,8 +37,11 @@ def make(**changes) -> Transformer:
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("return_attention",),
                    compiler_options=FAST_COMPILE)
 def _forward(graphdef, state, *args, dropout_key=None, head_gates=None, return_attention=False):
-    return nnx.merge(graphdef, state)(*args, dropout_key=dropout_key, head_gates=head_gates,
-                                      return_attention=return_attention)
+    """return_attention: also the attention maps, recorded the one way they leave the model."""
+    model = nnx.merge(graphdef, state)
+    if return_attention:
+        return forward_with_attention(model, *args, head_gates=head_gates)
+    return model(*args, dropout_key=dropout_key, head_gates=head_gates)
 
 
 def forward(model, *args, **kwargs):

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import datasets
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -19,7 +18,13 @@ from model.attention import MultiHeadAttention
 from model.config import ModelConfig
 from model.transformer import Transformer
 from train.analysis.attention_stats import STATS
-from train.evals.probe import ATTENTION_TYPES, AttentionProbe, choose_examples, make_batch
+from train.evals.attention_forward import attention_maps_fn
+from train.evals.probe import (
+    ATTENTION_TYPES,
+    AttentionProbe,
+    choose_examples,
+    make_batch,
+)
 
 VOCAB = 48
 
@@ -77,9 +82,10 @@ def test_batch_is_teacher_forcing_input_padded_to_fixed_lengths():
 
 
 def test_probe_weights_equal_the_explicit_attention_path(monkeypatch, tmp_path):
-    """Run an ordinary forward (no return_attention: the fast path) in which every attention call
-    also computes its weights with return_weights=True (the explicit path), and compare those with
-    what the probe returns. This checks the probe and the model's stacking of layers and types."""
+    """Run an ordinary forward (nothing recorded: the fast path) in which every attention call
+    also computes its weights on its own (the explicit path, recorded for that call only), and
+    compare those with what the probe returns. This checks the probe and the model's stacking of
+    layers and types."""
     model = tiny_model()
     data = fake_data([(7, 5), (4, 6), (9, 9)])
     graphdef, params = nnx.split(model)
@@ -97,7 +103,10 @@ def test_probe_weights_equal_the_explicit_attention_path(monkeypatch, tmp_path):
         recorded = {}
 
         def recording(self, x, mask, context=None, **kwargs):
-            _, weights = original(self, x, mask, context, return_weights=True)  # explicit path
+            self.record_weights = True  # this call alone, outside the model's own forward
+            _, sown = nnx.capture(lambda m: original(m, x, mask, context), nnx.Intermediate)(self)
+            self.record_weights = False
+            weights = sown["attention_weights"].get_value()[-1]  # explicit path
             recorded[where[id(self)]] = weights
             if where[id(self)] == ("encoder_self", 0):
                 recorded["x"] = x  # (K, S, D): this layer's input, for the reference below
@@ -177,6 +186,7 @@ def test_probe_compiles_once_and_ignores_dropout(tmp_path):
     model = tiny_model()
     data = fake_data([(5, 5), (6, 4)])
     graphdef, params = nnx.split(model)
+    attention_maps_fn.cache_clear()  # the compiled forward is shared per model structure: start afresh
     probe = AttentionProbe(graphdef, data, probe_cfg(2), tmp_path)
     first = probe.weights(params)
     params = jax.tree_util.tree_map(lambda p: p * 1.01, params)  # a later step: new values, same shapes

@@ -22,6 +22,7 @@ import json
 import jax
 import numpy as np
 from flax import nnx
+from data.batch import Batch
 from model.config import ModelConfig
 from model.transformer import Transformer
 from train.config import OptimConfig, TrainConfig
@@ -53,7 +54,7 @@ def packed_batch(rng):
             b["tgt_segments"][r, to:to + m] = seg
             b["tgt_positions"][r, to:to + m] = np.arange(m)
             so, to = so + n, to + m
-    return b
+    return Batch(**b)
 
 
 def run(mesh_data, fsdp):
@@ -71,7 +72,7 @@ def run(mesh_data, fsdp):
         before = float(state.metrics["loss_sum"])
         state = step(state, batch, key)
         losses.append(float(state.metrics["loss_sum"]) - before)
-    src = batch["src"]
+    src = batch.src
     leaves = jax.tree_util.tree_leaves(state.params)
     moments = [x for x in jax.tree_util.tree_leaves(state.opt_state) if getattr(x, "ndim", 0) >= 2]
     def split(x):

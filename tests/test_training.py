@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from data.batch import Batch
 from model.config import ModelConfig
 from model.transformer import Transformer
 from train.config import OptimConfig
@@ -16,18 +17,18 @@ from train.engine.step import create_state, make_eval_step, make_train_step
 VOCAB = 40
 
 
-def one_batch(rows: int = 4, length: int = 12, seed: int = 0) -> dict:
+def one_batch(rows: int = 4, length: int = 12, seed: int = 0) -> Batch:
     """A packed-format batch with one random pair per row (tokens 4.. are ordinary words)."""
     rng = np.random.default_rng(seed)
     src = rng.integers(4, VOCAB, (rows, length)).astype(np.int32)
     tgt = rng.integers(4, VOCAB, (rows, length)).astype(np.int32)
     ones = np.ones((rows, length), np.int32)
     positions = np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)).copy()
-    return {
-        "src": src, "src_segments": ones, "src_positions": positions,
-        "tgt_in": np.concatenate([np.ones((rows, 1), np.int32), tgt[:, :-1]], axis=1),
-        "tgt_out": tgt, "tgt_segments": ones, "tgt_positions": positions,
-    }
+    return Batch(
+        src=src, src_segments=ones, src_positions=positions,
+        tgt_in=np.concatenate([np.ones((rows, 1), np.int32), tgt[:, :-1]], axis=1),
+        tgt_out=tgt, tgt_segments=ones, tgt_positions=positions,
+    )
 
 
 def build(seed: int = 0, dropout: float = 0.0):

@@ -71,7 +71,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar
     compilation_cache: Optional[str] = ".cache/jax"  # persistent XLA cache shared by runs; null = off
     mesh_data: int = -1  # devices on the data axis; -1 = all
-    fsdp: bool = False  # shard parameters and optimizer state over the data axis
+    fsdp: bool = False  # shard parameters and optimizer state over the data axis (benchmark only so far)
 
     def validate(self) -> "TrainConfig":
         for name in ("max_steps", "log_every", "eval_every"):
@@ -81,6 +81,9 @@ class TrainConfig:
             raise ConfigError(f"train.nonfinite={self.nonfinite!r} must be skip or stop.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing={self.label_smoothing} must be in [0, 1).")
+        if self.fsdp:  # refused rather than silently ignored
+            raise ConfigError("train.fsdp=true: `python -m train` replicates parameters and does not shard them "
+                              "yet (`python -m train.bench --fsdp` measures the sharded step). Drop train.fsdp.")
         return self
 
 

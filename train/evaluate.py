@@ -13,9 +13,9 @@ Options: configs/evaluate.yaml. Decode options default to the run's own decode c
 
 from __future__ import annotations
 
-import logging
 import dataclasses
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,8 +59,14 @@ def summary_line(split: str, result: dict) -> str:
 def evaluate(args) -> dict:
     """Decode and score one split; write the eval files; return what went into the JSON."""
     from train.engine.runtime import enable_compilation_cache, quiet_library_logs
-    from train.runs import (check_run_dir, load_config, load_run, load_split, load_tokenizer,
-                            require_checkpoint_dir)
+    from train.runs import (
+        check_run_dir,
+        load_config,
+        load_run,
+        load_split,
+        load_tokenizer,
+        require_checkpoint_dir,
+    )
 
     quiet_library_logs(logging.ERROR)
     # Cheap checks, then the data: a missing checkpoint, a wrong split or a missing corpus is
@@ -73,7 +79,9 @@ def evaluate(args) -> dict:
     run = load_run(run_dir, step=args.step)
     enable_compilation_cache(cfg.train.compilation_cache)
 
-    from data.pipeline import PreparedData  # imported late: errors above answer in a second or two
+    from data.pipeline import (
+        PreparedData,  # imported late: errors above answer in a second or two
+    )
     from train.evals.generation import Generator
     from train.evals.scores import generation_scores
 

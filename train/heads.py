@@ -16,9 +16,9 @@ summary.md, and prints the Markdown summary. Arguments are Hydra overrides typed
 
 from __future__ import annotations
 
-import logging
 import dataclasses
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,7 +59,7 @@ def register_args() -> None:
 
 def alignment_block(counts: Any) -> dict:
     """JSON for one query convention: per-head and layer-average scores, the best of each."""
-    from train.evals.alignment import METRICS, best_aligner
+    from train.analysis.alignment import METRICS, best_aligner
 
     scores = counts.scores()  # (L, H + 1): column H is the layer's head average
     best_avg = best_aligner({m: scores[m][:, -1:] for m in METRICS}, heads_only=False)
@@ -99,16 +99,23 @@ def analyse(args: Any) -> dict:
     """Run all three analyses; write DIR/heads/; return the heads.json content."""
     import jax
 
-    from data.pipeline import PreparedData
     from data.buckets import example_batches
     from data.config import BOS_ID, EOS_ID, PAD_ID
+    from data.pipeline import PreparedData
     from model.decoding import make_decode_fn
+    from train.analysis.head_importance import (
+        gates_without,
+        head_importance,
+        make_gate_grad_fn,
+        make_loss_fn,
+        prunable_share,
+        pruning_order,
+        pruning_steps,
+    )
+    from train.engine.runtime import enable_compilation_cache, quiet_library_logs
     from train.evals.alignment import AlignmentEvaluator, gold_reversed, length_buckets
     from train.evals.generation import Generator
-    from train.analysis.head_importance import (gates_without, head_importance, make_gate_grad_fn, make_loss_fn,
-                                                prunable_share, pruning_order, pruning_steps)
     from train.evals.scores import generation_scores, primary_metric
-    from train.engine.runtime import enable_compilation_cache, quiet_library_logs
     from train.runs import load_run, load_split
 
     quiet_library_logs(logging.ERROR)
@@ -211,7 +218,12 @@ def analyse(args: Any) -> dict:
 
 def write_figures(result: dict, out_dir: Path) -> None:
     """The three PNGs, drawn from heads.json's content alone (so they can be redrawn from it)."""
-    from train.analysis.head_plots import alignment_figure, importance_figure, pruning_figure, save
+    from train.analysis.head_plots import (
+        alignment_figure,
+        importance_figure,
+        pruning_figure,
+        save,
+    )
 
     imp = result["importance"]
     save(importance_figure({k: np.array(v["normalized"]) for k, v in imp.items()},

@@ -22,7 +22,6 @@ from model.config import ConfigError
 from train.config import SCHEMAS, Config, RootSchema, register_configs, to_config
 from train.errors import RunError, first_line
 
-
 # --------------------------------------------------------------------------- the run directory
 
 
@@ -149,7 +148,12 @@ def load_run(run_dir: Path | str, step: Optional[int] = None) -> LoadedRun:
 
     from model.flops import count_params
     from model.transformer import Transformer
-    from train.engine.checkpoint import Checkpointer, config_diff, fits_model, model_defining
+    from train.engine.checkpoint import (
+        Checkpointer,
+        config_diff,
+        fits_model,
+        model_defining,
+    )
 
     checkpointer = Checkpointer(ckpt_dir)
     try:

@@ -13,8 +13,8 @@ Options: configs/translate.yaml. Decode options default to the run's own decode 
 
 from __future__ import annotations
 
-import logging
 import io
+import logging
 import os
 import sys
 from dataclasses import dataclass, field

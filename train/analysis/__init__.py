@@ -1,0 +1,10 @@
+"""Analyses of attention and heads: pure numpy (and jitted gradient functions), no I/O besides
+figures.
+
+    attention_stats.py  per-head statistics of attention maps (entropy, distance, sink mass, ...)
+    alignment.py        word alignments read off attention, scored against gold links
+    head_importance.py  gate-gradient head importance (Michel et al. 2019) and pruning orders
+    attention_plots.py head_plots.py   the figures
+
+May import model/ and data/ (config constants and Batch); never train/engine or a command.
+"""

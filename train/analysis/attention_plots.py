@@ -17,8 +17,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from model.config import ATTENTION_TYPES  # the order figures are listed in
-
 AXIS_NAMES = {  # (rows, columns) of each attention type's map
     "encoder_self": ("source (query)", "source (key)"),
     "decoder_self": ("target input (query)", "target input (key)"),

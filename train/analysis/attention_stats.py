@@ -18,7 +18,9 @@ Host-side numpy: the probe fetches the weights anyway to draw them, and K exampl
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import entr  # -x log x with 0 log 0 = 0 (the xlogy trap in DESIGN.md)
+from scipy.special import (
+    entr,  # -x log x with 0 log 0 = 0 (a plain x * log(x) gives NaN at 0)
+)
 
 STATS = ("entropy", "entropy_normalized", "confidence", "distance", "bos_eos_mass")
 

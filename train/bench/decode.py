@@ -36,7 +36,6 @@ class _Uncached:
         return {"tokens": jnp.full((batch_size, max_len), self.bos_id, jnp.int32)}
 
     def decode_step(self, token, position, cache, cross, src_segments):
-        import jax
         import jax.numpy as jnp
 
         b, length = cache["tokens"].shape
@@ -60,7 +59,7 @@ def bench_decode(a: argparse.Namespace, timer: CompileTimer) -> dict:
     graphdef, params = nnx.split(model)
     # Every sentence may run to tgt_len tokens: limit = 0 * src_len + tgt_len.
     kw = dict(max_len=a.tgt_len, max_len_a=0.0, max_len_b=a.tgt_len)
-    src = synthetic_batch(a.decode_batch, a.src_len, a.tgt_len, a.vocab, seed=1)["src"]
+    src = synthetic_batch(a.decode_batch, a.src_len, a.tgt_len, a.vocab, seed=1).src
 
     def greedy_uncached(state, src):
         return greedy_decode(nnx.merge(graphdef, state), src, use_cache=False, **kw)

@@ -41,7 +41,12 @@ def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer,
     from model.transformer import Transformer
     from train.config import OptimConfig
     from train.engine.optimizer import make_optimizer
-    from train.engine.sharding import batch_sharding, jit_train_step, put_batch, state_sharding
+    from train.engine.sharding import (
+        batch_sharding,
+        jit_train_step,
+        put_batch,
+        state_sharding,
+    )
     from train.engine.step import create_state, make_train_step
 
     cfg = model_config(a)

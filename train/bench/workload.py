@@ -12,9 +12,12 @@ one session and compare ratios.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from train.bench.peer_compare import DEFAULT_SCRIPT
+
+if TYPE_CHECKING:
+    from data.batch import Batch
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The benchmark workload (also the project's default model shape).

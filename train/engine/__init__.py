@@ -1,0 +1,18 @@
+"""One training run.
+
+    trainer.py        Trainer: set-up, the loop (a step, then the hooks that are due), the summary
+    hooks.py          the one interface everything besides the step plugs in through
+    step.py losses.py optimizer.py   the pure jitted step, its loss, the optax chain
+    train_metrics.py  the log-point hook: on-device sums fetched, logged, rates measured
+    validation.py     the validation hook: evaluators, probe, a ranked checkpoint
+    progress.py       the progress bar (real rates, believable time left)
+    checkpoint.py     Orbax checkpoints with this project's layout and retention
+    resume.py         resuming from a run directory; a metrics log with each step once
+    loggers.py        metrics.jsonl, TensorBoard, wandb
+    signals.py preflight.py   stop signals; unwritable or full folders caught before training
+    faults.py         fault injection for the reliability tests, installed as hooks
+    sharding.py host_allocator.py runtime.py   devices and meshes; the CPU allocator; process set-up
+
+May import model/, data/, train.config, train.errors and train.evals (the evaluators it runs);
+never a command.
+"""

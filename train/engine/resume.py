@@ -14,7 +14,12 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
-from train.engine.checkpoint import CheckpointError, Checkpointer, config_diff, fits_model
+from train.engine.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    config_diff,
+    fits_model,
+)
 
 
 class Resumed(NamedTuple):

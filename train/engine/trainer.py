@@ -30,7 +30,12 @@ from model.flops import count_params, flops_per_token
 from model.transformer import Transformer
 from train.config import REPO_ROOT, Config
 from train.engine import faults
-from train.engine.checkpoint import CheckpointError, Checkpointer, config_hash, model_defining
+from train.engine.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    config_hash,
+    model_defining,
+)
 from train.engine.hooks import Hooks
 from train.engine.loggers import Loggers
 from train.engine.optimizer import make_optimizer

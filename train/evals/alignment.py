@@ -16,8 +16,13 @@ import numpy as np
 from flax import nnx
 
 from data.buckets import IndexedBatch, example_batches
-from train.analysis.alignment import (AlignmentCounts, best_aligner, diagonal_counts, oracle_counts,
-                                      score_cross_attention)
+from train.analysis.alignment import (
+    AlignmentCounts,
+    best_aligner,
+    diagonal_counts,
+    oracle_counts,
+    score_cross_attention,
+)
 from train.evals.attention_forward import attention_maps_fn
 
 

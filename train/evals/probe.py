@@ -25,9 +25,19 @@ from flax import nnx
 from data.batch import Batch
 from data.config import BOS_ID, EOS_ID
 from model.config import ATTENTION_TYPES
+from train.analysis.attention_plots import (
+    AXIS_NAMES,
+    head_grid_figure,
+    render,
+    stat_heatmap_figure,
+)
+from train.analysis.attention_stats import (
+    STATS,
+    head_stats,
+    layer_summary,
+    stack_layers,
+)
 from train.evals.attention_forward import attention_maps_fn
-from train.analysis.attention_plots import AXIS_NAMES, head_grid_figure, render, stat_heatmap_figure
-from train.analysis.attention_stats import STATS, head_stats, layer_summary, stack_layers
 
 READABLE_LEN = 24  # pairs up to this many tokens per side keep tick labels legible; preferred
 SCAN_LIMIT = 2000  # validation rows looked at when choosing the pairs (the first rows suffice)

@@ -21,7 +21,9 @@ def translation_scores(hypotheses: list[str], references: list[str]) -> dict:
 
 def summarization_scores(hypotheses: list[str], references: list[str]) -> dict:
     """Mean ROUGE-1/2/L F1 with Porter stemming (rouge-score, as in See et al. and BART)."""
-    from rouge_score import rouge_scorer  # imported here: it pulls in nltk, seconds of start-up
+    from rouge_score import (
+        rouge_scorer,  # imported here: it pulls in nltk, seconds of start-up
+    )
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}

@@ -8,6 +8,6 @@
     build.py   the report files (report.md, report.csv, the figures) from a sweep directory
 
 It reads files only: it may import numpy, omegaconf, matplotlib (plots.py, lazily) and
-train.sweep.callbacks / train.evals.scores for file names and the task's metric; never JAX,
-Flax or model/.
+train.sweep.callbacks / train.evals.scores / model.config (constants only) for file names, the
+task's metric and the attention types; never JAX, Flax or the model code.
 """

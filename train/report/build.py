@@ -7,8 +7,22 @@ from pathlib import Path
 from typing import Any, Optional
 
 from train.report.plots import attention_entropy, metric_vs_key, val_curves
-from train.report.sweep import REPORT_DIR, find_runs, missing_points, sort_runs, swept_keys, sweep_record
-from train.report.table import HEAD_COLUMNS, display_row, markdown_table, primary_metric, row_for, write_csv
+from train.report.sweep import (
+    REPORT_DIR,
+    find_runs,
+    missing_points,
+    sort_runs,
+    sweep_record,
+    swept_keys,
+)
+from train.report.table import (
+    HEAD_COLUMNS,
+    display_row,
+    markdown_table,
+    primary_metric,
+    row_for,
+    write_csv,
+)
 
 
 def build_report(root: Path, out_dir: Optional[Path] = None, plots: bool = True) -> dict[str, Any]:

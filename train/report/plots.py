@@ -17,11 +17,11 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from model.config import ATTENTION_TYPES
 from train.report.runs import Run
 from train.report.sweep import sorted_values
 from train.report.values import finite_number, mean_sd_n, sort_key
 
-ATTENTION_TYPES = ("encoder_self", "decoder_self", "cross")
 SPARK = "▁▂▃▄▅▆▇█"
 
 

@@ -9,7 +9,7 @@ sweeper or the launcher is created and before any job starts:
    Hydra composes each job lazily, so without this a bad point would fail after the good ones
    before it had trained. Any invalid point stops the sweep: all of them are listed, no job runs.
 2. It prepares each distinct data config once (tokenizer trained, splits tokenized and cached), so
-   that parallel jobs only read the cache (DESIGN.md: concurrent HF datasets caches).
+   that parallel jobs only read the cache (concurrent first-time writes to one HF datasets cache can corrupt it).
 
 A callback rather than a sweeper plugin because it works unchanged with every sweeper (basic,
 Optuna) and every launcher (basic, submitit local, SLURM), and needs no plugin package.
@@ -29,7 +29,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
