@@ -20,11 +20,14 @@ _FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{post
 
 class Progress:
     def __init__(self, start_step: int, max_steps: int, eval_every: int, enabled: bool):
-        self.max_steps, self.eval_every = max_steps, eval_every
-        self.bar = tqdm(total=max_steps, initial=start_step, disable=not enabled, dynamic_ncols=True,
-                        desc="train", file=sys.stdout, bar_format=_FORMAT)
+        self.start_step, self.max_steps, self.eval_every, self.enabled = start_step, max_steps, eval_every, enabled
+        self.bar: Optional[tqdm] = None  # drawn from open() on, when the loop starts
         self.steps_per_s: Optional[float] = None
         self.validation_s = 0.0  # the last validation's duration
+
+    def open(self) -> None:
+        self.bar = tqdm(total=self.max_steps, initial=self.start_step, disable=not self.enabled,
+                        dynamic_ncols=True, desc="train", file=sys.stdout, bar_format=_FORMAT)
 
     def log_point(self, step: int, steps: int, elapsed_s: float, loss: float, tokens_per_s: float) -> None:
         """`steps` finished in `elapsed_s` of training time (validations and compiling excluded)."""
@@ -46,10 +49,14 @@ class Progress:
         self.validation_s = seconds
 
     def write(self, text: str) -> None:
-        self.bar.write(text)
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _clock(seconds: float) -> str:

@@ -109,6 +109,7 @@ class Trainer:
         self.loggers = Loggers(self.run_dir, cfg.logger, config_dict, name=self.run_dir.name, group=group,
                                wandb_run_id=wandb_id, resume_step=self.start_step or None)
         self._build_evaluators()
+        self._add_hooks()
 
     def _build_model_and_step(self) -> None:
         cfg = self.cfg
@@ -163,8 +164,11 @@ class Trainer:
         # Attention maps and per-head statistics at each validation.
         self.probe = AttentionProbe(self.graphdef, data, cfg, self.run_dir)
 
-    def _hooks(self, progress: Progress) -> Hooks:
+    def _add_hooks(self) -> None:
+        """The built-in hooks, in the order they run after a step; add your own after setup():
+        `trainer.hooks.add(fn, every=N)` (fn(step) runs after the built-in ones)."""
         train = self.cfg.train
+        self.progress = progress = Progress(self.start_step, train.max_steps, train.eval_every, train.progress)
         self.hooks = Hooks(last_step=train.max_steps)
         self.metrics = MetricsLog(self, progress, self.check_nonfinite)
         self.validation = Validation(self.evaluators, self.probe, self.loggers, lambda: self.state.params,
@@ -174,7 +178,6 @@ class Trainer:
         self.hooks.add(self.validation, every=train.eval_every, at_last=False)
         self.hooks.add(self.periodic_checkpoint, at_last=False)  # the last step is saved with its validation
         self.hooks.add(self.stop_on_signal)
-        return self.hooks
 
     # ---- the loop -----------------------------------------------------------------------
     def fit(self) -> dict:
@@ -187,9 +190,8 @@ class Trainer:
             print(f"{self.run_dir} already finished at step {self.start_step} (summary.json); raise "
                   f"train.max_steps to train on.")
             return summary
-        t_start = time.time()
-        progress = Progress(self.start_step, cfg.train.max_steps, cfg.train.eval_every, cfg.train.progress)
-        hooks = self._hooks(progress)
+        t_start, progress = time.time(), self.progress
+        progress.open()
         with self._session(progress):
             if self.start_step == 0:  # the maps at initialisation: the baseline every later probe is read against
                 self.probe.run(0, self.state.params, self.loggers)
@@ -199,7 +201,7 @@ class Trainer:
                 self.state = self.train_step(self.state, next(self.batches), self.base_key)
                 if step == self.start_step + 1:
                     self._time_first_step()
-                hooks.after_step(step)
+                self.hooks.after_step(step)
             progress.close()
             final = self.validation.run(cfg.train.max_steps, final=True)
             return self.finish_summary(final, time.time() - t_start)
