@@ -77,9 +77,11 @@ class PackedBatches:
     shuffle=True, repeat=True: infinite, reshuffled every epoch (training).
     shuffle=False, repeat=False: one pass in corpus order (validation loss); `iter_epoch()`
     gives a fresh pass without touching the iterator's state.
-    With several processes (multi-host data parallelism) each takes every
-    process_count-th batch of the same global plan, which is cut to a multiple of
-    process_count so that all processes step together.
+    With several processes (multi-host data parallelism) every process computes the same
+    global plan (cfg.max_tokens is the global batch) and materialises only its own block of
+    rows of each batch: process p of P gets rows [p * R/P, (p + 1) * R/P). A run on P
+    processes therefore trains on exactly the batches of a single-process run, and a resume
+    may change the process count.
     """
 
     def __init__(
@@ -87,10 +89,14 @@ class PackedBatches:
         repeat: Optional[bool] = None, process_index: int = 0, process_count: int = 1,
     ):
         self.S, self.T = cfg.max_source_len, cfg.max_target_len
-        self.rows = cfg.max_tokens // (self.S + self.T)
+        self.rows = cfg.max_tokens // (self.S + self.T)  # of the global batch
         self.seed, self.shuffle = seed, shuffle
         self.repeat = shuffle if repeat is None else repeat
         self.process_index, self.process_count = process_index, process_count
+        if self.rows % process_count:
+            raise DataError(f"{self.rows} rows per batch (data.max_tokens // (max_source_len + max_target_len)) "
+                            f"do not split over {process_count} processes; adjust data.max_tokens.")
+        self.local_rows = self.rows // process_count
         if len(dataset) == 0:
             raise DataError("Cannot batch an empty split; see the prepare stats for what was dropped.")
         self._src, self._src_off = _flat_lists(dataset, "src_ids")
@@ -108,19 +114,11 @@ class PackedBatches:
     # ---------------------------------------------------------------- plan
 
     def plan(self, epoch: int) -> list[np.ndarray]:
-        """This process's batches of `epoch`: (n, 2) [example, row] arrays (cached per epoch)."""
+        """The global batches of `epoch`: (n, 2) [example, row] arrays (cached per epoch)."""
         if epoch != self._plan_epoch:
             n = len(self.src_len)
             order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-            full = pack_plan(self.src_len, self.tgt_len, order, self.S, self.T, self.rows)
-            per = len(full) // self.process_count
-            if per == 0:
-                raise DataError(
-                    f"{len(full)} batches cannot be shared by {self.process_count} processes; "
-                    f"use a smaller data.max_tokens or more data."
-                )
-            self._full_plan = full
-            self._plan = full[self.process_index :: self.process_count][:per]
+            self._plan = pack_plan(self.src_len, self.tgt_len, order, self.S, self.T, self.rows)
             self._plan_epoch = epoch
         return self._plan
 
@@ -128,8 +126,8 @@ class PackedBatches:
     def efficiency(self) -> dict:
         """Share of real (non-pad) tokens in the current epoch's global plan."""
         plan = self.plan(self._epoch)
-        ex = np.concatenate([b[:, 0] for b in self._full_plan])
-        n = len(self._full_plan)
+        ex = np.concatenate([b[:, 0] for b in plan])
+        n = len(plan)
         src, tgt = int(self.src_len[ex].sum()), int(self.tgt_len[ex].sum())
         return {
             "tokens": (src + tgt) / (n * self.rows * (self.S + self.T)),
@@ -174,5 +172,10 @@ class PackedBatches:
     # ---------------------------------------------------------------- assembly
 
     def build(self, placed: np.ndarray) -> Batch:
-        """Materialise one batch from its [example, row] placements."""
-        return Batch.packed(self._src, self._src_off, self._tgt, self._tgt_off, placed, self.rows, self.S, self.T)
+        """Materialise this process's rows of one batch from its [example, row] placements."""
+        if self.process_count > 1:
+            first = self.process_index * self.local_rows
+            mine = (placed[:, 1] >= first) & (placed[:, 1] < first + self.local_rows)
+            placed = placed[mine] - np.array([0, first])  # placement order (segment ids) kept
+        return Batch.packed(self._src, self._src_off, self._tgt, self._tgt_off, placed, self.local_rows,
+                            self.S, self.T)

@@ -89,9 +89,12 @@ class ModelConfig:
             "norm": ("pre", "post"),
             "positions": ("sinusoidal", "learned"),
             "activation": ("relu", "gelu"),
-            "dtype": ("float32", "bfloat16", "float16"),
+            "dtype": ("float32", "bfloat16"),
             "attention_impl": ("fast", "explicit"),
         }
+        if self.dtype == "float16":  # its 5-bit exponent overflows gradients without loss scaling
+            raise ConfigError("model.dtype=float16 needs loss scaling, which this code does not do; use "
+                              "model.dtype=bfloat16 (float32's range, the same memory and speed).")
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name}={getattr(self, name)!r} is not one of {allowed}.")

@@ -45,8 +45,11 @@ def main(cfg: DictConfig) -> float:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     metric = primary_metric(config.data.task)
-    print(f"test {metric}: {summary.get(f'test/{metric}', 'n/a')}  "
-          f"val {metric}: {summary.get(f'val/{metric}')}  run dir: {run_dir}")
+    import jax  # already started by the run
+
+    if jax.process_index() == 0:  # the other processes of a multi-process run print nothing
+        print(f"test {metric}: {summary.get(f'test/{metric}', 'n/a')}  "
+              f"val {metric}: {summary.get(f'val/{metric}')}  run dir: {run_dir}")
     return float(summary.get(f"val/{metric}") or 0.0)
 
 

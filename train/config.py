@@ -40,7 +40,8 @@ class OptimConfig:
     eps: float = 1e-9
     weight_decay: float = 0.01
     clip_norm: float = 1.0  # global gradient norm; 0 disables clipping
-    grad_accum: int = 1  # micro-batches per update (optax.MultiSteps)
+    grad_accum: int = 1  # micro-batches per update (optax.MultiSteps); train.max_steps counts micro-batches,
+    # warmup_steps and the decay count updates (max_steps / grad_accum of them)
 
     def validate(self) -> "OptimConfig":
         if self.lr <= 0:
@@ -70,8 +71,14 @@ class TrainConfig:
     max_nonfinite_in_row: int = 10
     progress: bool = True  # tqdm progress bar
     compilation_cache: Optional[str] = ".cache/jax"  # persistent XLA cache shared by runs; null = off
-    mesh_data: int = -1  # devices on the data axis; -1 = all
-    fsdp: bool = False  # shard parameters and optimizer state over the data axis (benchmark only so far)
+    # Devices and processes (train/engine/sharding.py). One code path for 1 CPU, N GPUs, N hosts.
+    mesh_data: int = -1  # devices the run uses (of every process); -1 = all
+    fsdp: bool = False  # shard parameters and optimizer state over the devices (an "fsdp" mesh axis)
+    distributed: str = "auto"  # auto: join a multi-process job under SLURM (> 1 task) or with a coordinator
+    coordinator_address: Optional[str] = None  # "host:port" of process 0, for clusters without SLURM
+    num_processes: Optional[int] = None  # with coordinator_address: how many processes in all
+    process_id: Optional[int] = None  # with coordinator_address: this process's rank (0 = the one that writes)
+    heartbeat_timeout_s: int = 100  # a process that stops answering for this long fails the whole job
 
     def validate(self) -> "TrainConfig":
         for name in ("max_steps", "log_every", "eval_every"):
@@ -81,9 +88,15 @@ class TrainConfig:
             raise ConfigError(f"train.nonfinite={self.nonfinite!r} must be skip or stop.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing={self.label_smoothing} must be in [0, 1).")
-        if self.fsdp:  # refused rather than silently ignored
-            raise ConfigError("train.fsdp=true: `python -m train` replicates parameters and does not shard them "
-                              "yet (`python -m train.bench --fsdp` measures the sharded step). Drop train.fsdp.")
+        if self.distributed not in ("auto", "on", "off"):
+            raise ConfigError(f"train.distributed={self.distributed!r} must be auto, on or off.")
+        if self.coordinator_address and (self.num_processes is None or self.process_id is None):
+            raise ConfigError("train.coordinator_address needs train.num_processes and train.process_id too "
+                              "(the same address and count on every process, ids 0 .. num_processes-1).")
+        if self.process_id is not None and self.num_processes is not None and \
+                not 0 <= self.process_id < self.num_processes:
+            raise ConfigError(f"train.process_id={self.process_id} must be in 0 .. train.num_processes-1 "
+                              f"({self.num_processes - 1}).")
         return self
 
 
@@ -179,6 +192,10 @@ class Config:
                 f"model.max_len={self.model.max_len} is shorter than the data's max lengths "
                 f"({self.data.max_source_len}/{self.data.max_target_len}); raise model.max_len."
             )
+        if self.train.max_steps % self.optim.grad_accum:
+            raise ConfigError(
+                f"train.max_steps={self.train.max_steps} is not a multiple of optim.grad_accum="
+                f"{self.optim.grad_accum}: the last update would get only part of its micro-batches.")
         return self
 
 

@@ -44,8 +44,16 @@ def _decay_mask(params):
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW (decoupled weight decay), global-norm clipping first, optional accumulation."""
-    schedule = learning_rate_schedule(cfg, total_steps)
+    """AdamW (decoupled weight decay), global-norm clipping first, optional accumulation.
+
+    total_steps counts train steps (micro-batches). With optim.grad_accum = k, optax.MultiSteps
+    applies one update every k steps and the inner optimizer's schedule advances once per update,
+    so the schedule is laid out over total_steps // k updates (warmup_steps counts updates too).
+    Returns (tx, lr_at_step): the learning rate the next update uses after `step` train steps,
+    which is what `train/lr` logs.
+    """
+    k = cfg.grad_accum
+    schedule = learning_rate_schedule(cfg, max(total_steps // k, 1))
     parts = []
     if cfg.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(cfg.clip_norm))
@@ -53,6 +61,6 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTr
         optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=_decay_mask)
     )
     tx = optax.chain(*parts)
-    if cfg.grad_accum > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum)
-    return tx, schedule
+    if k == 1:
+        return tx, schedule
+    return optax.MultiSteps(tx, every_k_schedule=k), lambda step: schedule(step // k)

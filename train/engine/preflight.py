@@ -17,7 +17,7 @@ def preflight(run_dir: Path, checkpoint_dir: Path) -> None:
     for folder in (run_dir, checkpoint_dir):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".write_test"
+            probe = folder / f".write_test_{os.getpid()}"  # processes of one run share the folder
             with open(probe, "wb") as f:
                 f.write(b"\0" * 65536)
                 f.flush()

@@ -1,21 +1,23 @@
-"""Process set-up and device placement: one train step for 1 device, N devices or N hosts.
+"""Processes and devices: one code path for 1 CPU, N devices and N hosts.
 
-Data parallelism goes through `jax.sharding` only, so the same jitted step serves every
-scale: a 1-D `Mesh` over the devices with axis "data"; the batch is split along its rows
-over that axis; parameters and optimizer state are replicated (plain data parallelism) or,
-with `train.fsdp=true`, each large array is split along one of its dimensions over the
-same axis (FSDP / ZeRO-3 style). XLA's SPMD partitioner then inserts the collectives
-itself: a gradient all-reduce for replicated parameters; for sharded ones an all-gather
-before use and a reduce-scatter of the gradients, the optimizer update running on the
-local shard only. Nothing in train/engine/step.py knows how many devices there are.
+Everything goes through `jax.sharding`, so the same jitted step serves every scale:
 
-Several hosts: `initialize_distributed` calls `jax.distributed.initialize()` before
-anything touches a device (auto-detected under SLURM with more than one task, or from
-explicit coordinator settings); each process then feeds its own rows of the global batch
-(`put_batch` -> `jax.make_array_from_process_local_data`) and the mesh spans the devices
-of all processes.
+- a `Mesh` over every device of every process with two axes, ("data", "fsdp"): without
+  `train.fsdp` the fsdp axis has size 1 (plain data parallelism); with it, all devices are on
+  the fsdp axis (FSDP / ZeRO-3);
+- the batch's rows are split over both axes (every device gets rows/N of them);
+- parameters and optimizer state are replicated, or with `train.fsdp=true` each large array is
+  split along one of its dimensions over the fsdp axis (a moment next to its parameter);
+- the step is jitted with these shardings pinned on both sides (`jit_train_step`) and XLA's
+  SPMD partitioner inserts the collectives: a gradient all-reduce for replicated parameters;
+  for sharded ones an all-gather before use and a reduce-scatter of the gradients.
+Nothing in train/engine/step.py knows how many devices there are.
 
-The CPU speed fix for XLA's host allocations is in train/engine/host_allocator.py.
+Several hosts: `initialize_distributed` calls `jax.distributed.initialize()` before anything
+touches a device (auto-detected under SLURM with more than one task, or from
+train.coordinator_address / num_processes / process_id); each process then reads its own rows
+of every global batch (data/packing.py) and `put_batch` assembles the global array from them.
+Only process 0 writes files (`is_writer`). The CPU allocator fix is in host_allocator.py.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-DATA_AXIS = "data"
+DATA_AXIS, FSDP_AXIS = "data", "fsdp"
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # the batch's rows are split over every device
 # FSDP leaves arrays smaller than this replicated: biases and LayerNorm scales are cheap to
 # keep everywhere, and sharding them would only add tiny collectives.
 FSDP_MIN_SIZE = 2**12
@@ -36,60 +39,60 @@ FSDP_MIN_SIZE = 2**12
 # ---- process set-up (call before anything touches a device) --------------------------------
 
 def _cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
-    return getattr(cfg, name, default) if cfg is not None else default
+    value = getattr(cfg, name, default) if cfg is not None else default
+    return default if value is None else value
 
 
 def initialize_distributed(cfg: Any = None) -> bool:
-    """Join a multi-process JAX job when there is one; returns whether it did.
+    """Join a multi-process JAX job when there is one; returns whether this process is in one.
 
-    Explicit settings win: `cfg.coordinator_address` ("host:port"), `cfg.num_processes`,
-    `cfg.process_id` (fields of TrainConfig when present), else the environment variables
-    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID. Otherwise, under SLURM
-    with more than one task (srun -n N / --ntasks-per-node), jax.distributed.initialize()
-    reads everything from SLURM's variables. A single process (the usual case, including
-    Hydra's SLURM launcher running one task per sweep job) initializes nothing.
-    `cfg.distributed` = "auto" (default) | "off" | "on" (fail when nothing is detected).
+    `cfg` is a TrainConfig (or anything with its fields). train.coordinator_address (with
+    num_processes and process_id) wins; else, under SLURM with more than one task (srun -n N,
+    --ntasks-per-node), jax.distributed.initialize() reads SLURM's variables. A single process
+    (the usual case, including Hydra's SLURM launcher running one task per sweep job) starts
+    nothing. train.distributed=off never joins; =on fails when there is nothing to join.
     """
-    mode = _cfg_get(cfg, "distributed", "auto") or "auto"
+    mode = _cfg_get(cfg, "distributed", "auto")
     if mode == "off":
         return False
     if jax.distributed.is_initialized():
         return True
+    timeout = int(_cfg_get(cfg, "heartbeat_timeout_s", 100))
     address = _cfg_get(cfg, "coordinator_address") or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    nprocs = _cfg_get(cfg, "num_processes") or os.environ.get("JAX_NUM_PROCESSES")
-    pid = _cfg_get(cfg, "process_id")
-    pid = pid if pid is not None else os.environ.get("JAX_PROCESS_ID")
     if address:
-        jax.distributed.initialize(
-            coordinator_address=address,
-            num_processes=int(nprocs) if nprocs is not None else None,
-            process_id=int(pid) if pid is not None else None,
-        )
+        nprocs = _cfg_get(cfg, "num_processes", os.environ.get("JAX_NUM_PROCESSES"))
+        pid = _cfg_get(cfg, "process_id", os.environ.get("JAX_PROCESS_ID"))
+        jax.distributed.initialize(coordinator_address=address, num_processes=int(nprocs), process_id=int(pid),
+                                   heartbeat_timeout_seconds=timeout)
         return True
     slurm_tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1")) or 1)
     if "SLURM_JOB_ID" in os.environ and slurm_tasks > 1:
-        jax.distributed.initialize()  # SlurmCluster: coordinator = first node, ids from SLURM_PROCID
+        jax.distributed.initialize(heartbeat_timeout_seconds=timeout)  # coordinator: the first node
         return True
     if mode == "on":
-        raise RuntimeError(
-            "train.distributed=on but no coordinator was given (train.coordinator_address or "
-            "JAX_COORDINATOR_ADDRESS) and this is not a multi-task SLURM step."
-        )
+        raise SystemExit("error: train.distributed=on but there is no job to join: give train.coordinator_address, "
+                         "train.num_processes and train.process_id, or start the processes with srun -n N.")
     return False
+
+
+def is_writer() -> bool:
+    """Whether this process writes logs, metrics, figures and summaries (process 0 only)."""
+    return jax.process_index() == 0
 
 
 # ---- mesh and shardings -------------------------------------------------------------------
 
 def make_mesh(cfg: Any = None) -> Mesh:
-    """1-D mesh ("data",) over `cfg.mesh_data` devices (-1 or 0: all devices of all processes)."""
+    """("data", "fsdp") over `cfg.mesh_data` devices (-1: all devices of all processes)."""
     devices = jax.devices()
-    n = _cfg_get(cfg, "mesh_data", -1)
-    n = len(devices) if n in (-1, 0, None) else int(n)
+    n = int(_cfg_get(cfg, "mesh_data", -1))
+    n = len(devices) if n in (-1, 0) else n
     if not 1 <= n <= len(devices):
-        raise ValueError(f"train.mesh_data={n} but only {len(devices)} devices are visible.")
+        raise SystemExit(f"error: train.mesh_data={n} but only {len(devices)} devices are visible.")
     if n < len(devices) and jax.process_count() > 1:
-        raise ValueError("train.mesh_data must cover all devices when running on several processes.")
-    return Mesh(np.asarray(devices[:n]), (DATA_AXIS,))
+        raise SystemExit("error: train.mesh_data must cover every device when running on several processes.")
+    fsdp = n if _cfg_get(cfg, "fsdp", False) else 1
+    return Mesh(np.asarray(devices[:n]).reshape(n // fsdp, fsdp), (DATA_AXIS, FSDP_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -97,8 +100,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Rows (axis 0) split over the data axis; every other axis whole."""
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    """Rows (axis 0) split over every device; every other axis whole."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
 def _fsdp_spec(shape: tuple[int, ...], n: int) -> PartitionSpec:
@@ -108,7 +111,7 @@ def _fsdp_spec(shape: tuple[int, ...], n: int) -> PartitionSpec:
     for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
         if shape[axis] % n == 0:
             spec = [None] * len(shape)
-            spec[axis] = DATA_AXIS
+            spec[axis] = FSDP_AXIS
             return PartitionSpec(*spec)
     return PartitionSpec()
 
@@ -117,10 +120,10 @@ def state_sharding(state: Any, mesh: Mesh, fsdp: bool = False) -> Any:
     """A pytree of NamedShardings matching `state` (a TrainState, params, ...).
 
     fsdp=False: everything replicated. fsdp=True: parameters and their optimizer moments
-    split along one dimension over the data axis (the same rule for both, so a moment lives
+    split along one dimension over the fsdp axis (the same rule for both, so a moment lives
     next to its parameter); scalars and small arrays replicated.
     """
-    n = mesh.shape[DATA_AXIS]
+    n = mesh.shape[FSDP_AXIS]
 
     def one(x: Any) -> NamedSharding:
         shape = tuple(getattr(x, "shape", ()))
@@ -134,7 +137,7 @@ def jit_train_step(step_fn: Callable, state_shardings: Any, batch_shard: NamedSh
     """The one jitted train step for every scale: (state, batch, key) -> state, state donated.
 
     Shardings are pinned on both sides, so the state keeps its layout from step to step
-    (under FSDP too) and host batches given as numpy are split over the data axis by jit.
+    (under FSDP too) and host batches given as numpy are split over the devices by jit.
     """
     repl = NamedSharding(batch_shard.mesh, PartitionSpec())
     return jax.jit(step_fn, in_shardings=(state_shardings, batch_shard, repl),
@@ -142,21 +145,70 @@ def jit_train_step(step_fn: Callable, state_shardings: Any, batch_shard: NamedSh
 
 
 def put_batch(batch: Any, sharding: NamedSharding) -> Any:
-    """Host batch -> global jax.Arrays split over the data axis.
+    """Host batch -> global jax.Arrays with rows split over the devices.
 
     One process: `batch` is the whole batch. Several processes: `batch` holds this process's
-    rows (data/packing.py gives each process its own batches) and the global batch is their
-    concatenation in process order.
+    rows (data/packing.py gives each process its share of every global batch) and the global
+    batch is their concatenation in process order.
     """
     if jax.process_count() == 1:
         return jax.device_put(batch, sharding)
     return jax.tree_util.tree_map(lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), batch)
 
 
+def put_global(tree: Any, shardings: Any) -> Any:
+    """Host values that every process holds identically (an initial state, a restored key) ->
+    global arrays laid out as `shardings` (one sharding or a matching pytree)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    if isinstance(shardings, jax.sharding.Sharding):
+        shardings = jax.tree_util.tree_map(lambda _: shardings, tree)
+
+    def one(x: Any, sharding: NamedSharding) -> jax.Array:
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(one, tree, shardings)
+
+
+def to_host(tree: Any) -> Any:
+    """Device values -> numpy, on every process: replicated arrays from the local copy, sharded
+    ones gathered from all processes."""
+    from jax.experimental import multihost_utils
+
+    def one(x: Any) -> Any:
+        if not isinstance(x, jax.Array):
+            return x
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is true on any (a stop signal that reached one of them)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([int(flag)], np.int32))))
+
+
 def check_divisible(rows: int, mesh: Mesh) -> Optional[str]:
     """An error message when a batch of `rows` (global) rows cannot be split over the mesh."""
-    n = mesh.shape[DATA_AXIS]
-    if rows % n:
-        return (f"{rows} rows per batch do not split over {n} devices; adjust data.max_tokens "
-                f"(rows = max_tokens // (max_source_len + max_target_len)) or train.mesh_data.")
+    n, procs = mesh.size, jax.process_count()
+    if rows % n or rows % procs:
+        return (f"{rows} rows per batch do not split over {n} devices in {procs} process(es); adjust "
+                f"data.max_tokens (rows = max_tokens // (max_source_len + max_target_len)) or train.mesh_data.")
     return None
+
+
+def describe(mesh: Mesh) -> str:
+    """One line for the start of a run: devices, processes, axes."""
+    platform = jax.devices()[0].platform
+    axes = " x ".join(f"{name} {size}" for name, size in mesh.shape.items())
+    return f"{mesh.size} x {platform} in {jax.process_count()} process(es), mesh {axes}"
+

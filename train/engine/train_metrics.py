@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-import jax
 import numpy as np
 
 from train.engine.progress import Progress, now
+from train.engine.sharding import put_global, to_host
 from train.engine.step import zero_metrics
 
 LOSS_KEYS = ("train/loss", "train/nll", "train/ppl", "train/accuracy", "train/grad_norm")
@@ -57,9 +57,9 @@ class MetricsLog:
 
     def __call__(self, step: int) -> None:
         t = self.trainer
-        m = jax.device_get(t.state.metrics)  # waits for the steps dispatched so far
+        m = to_host(t.state.metrics)  # waits for the steps dispatched so far
         elapsed = now() - self.interval_start - self.excluded_s
-        t.state = t.state.replace(metrics=jax.device_put(zero_metrics(), t.replicated))
+        t.state = t.state.replace(metrics=put_global(zero_metrics(), t.replicated))
         logs = summarize(m, elapsed, float(t.schedule(int(t.state.step))))
         if step > t.start_step + t.cfg.train.log_every:  # the first interval includes warming up
             self.throughput.append(logs["train/tokens_per_s"])

@@ -20,7 +20,6 @@ from typing import Any, Iterator, Optional
 
 import datasets
 import jax
-import numpy as np
 from flax import nnx
 
 from data.packing import PackedBatches
@@ -43,10 +42,25 @@ from train.engine.preflight import check_free_space, preflight
 from train.engine.progress import Progress, now
 from train.engine.resume import restore_latest, trim_metrics_log
 from train.engine.runtime import enable_compilation_cache, quiet_library_logs
+from train.engine.sharding import (
+    any_process,
+    batch_sharding,
+    check_divisible,
+    describe,
+    initialize_distributed,
+    is_writer,
+    jit_train_step,
+    make_mesh,
+    put_batch,
+    put_global,
+    replicated,
+    state_sharding,
+)
 from train.engine.signals import EXIT_CODES, StopSignals, resume_command
 from train.engine.step import TrainState, create_state, make_train_step
 from train.engine.train_metrics import MetricsLog
 from train.engine.validation import Validation
+from train.errors import first_line
 from train.evals.alignment import AlignmentEvaluator, gold_reversed, length_buckets
 from train.evals.generation import GenerationScores, Generator
 from train.evals.probe import AttentionProbe
@@ -62,11 +76,18 @@ class NonFiniteStop(Exception):
     """train.nonfinite=stop (or too many skips in a row) ended the run."""
 
 
-def make_mesh(cfg: Config) -> jax.sharding.Mesh:
-    """A 1-D mesh over the devices on the data axis: batch split, parameters replicated."""
-    devices = jax.devices()
-    n = len(devices) if cfg.train.mesh_data in (-1, 0) else cfg.train.mesh_data
-    return jax.sharding.Mesh(np.array(devices[:n]), ("data",))
+class NoLoggers:
+    """What processes other than 0 log to: nothing (process 0 writes every file of the run)."""
+
+    wandb_run_id = None
+
+    def scalars(self, step: int, values: dict) -> None: ...
+
+    def images(self, step: int, images: dict) -> None: ...
+
+    def text(self, tag: str, text: str) -> None: ...
+
+    def finish(self, summary: dict, status: str) -> None: ...
 
 
 class Trainer:
@@ -80,16 +101,18 @@ class Trainer:
     # ---- set-up -------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
+        initialize_distributed(cfg.train)  # several processes: join them before any device is touched
+        self.writer = is_writer()  # process 0 writes logs, figures and the summary; all save checkpoints
         preflight(self.run_dir, self.run_dir / "checkpoints")  # unwritable: an error now, not at the first save
         quiet_library_logs()
         enable_compilation_cache(cfg.train.compilation_cache)
         datasets.disable_progress_bars()  # the run's own bar is the one to watch
         self.data: PreparedData = prepare(cfg.data, REPO_ROOT)
         for split, stats in self.data.stats.items():
-            if isinstance(stats, dict):
+            if isinstance(stats, dict) and self.writer:
                 print(f"data {split}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
-        # The run directory carries its own tokenizer, so evaluate/translate need nothing else.
-        self.data.tokenizer.save(self.run_dir / "tokenizer.json")
+        if self.writer:  # the run directory carries its own tokenizer, so evaluate/translate need nothing else
+            self.data.tokenizer.save(self.run_dir / "tokenizer.json")
 
         self._build_model_and_step()
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=cfg.train.keep_checkpoints, writer=True)
@@ -99,15 +122,16 @@ class Trainer:
         except BaseException:
             self.checkpointer.close()  # no Orbax threads left behind by a refused resume
             raise
-        dropped = trim_metrics_log(self.run_dir / "metrics.jsonl", self.start_step)
+        dropped = trim_metrics_log(self.run_dir / "metrics.jsonl", self.start_step) if self.writer else 0
         if dropped:
             print(f"metrics.jsonl: dropped {dropped} lines logged after step {self.start_step} by the "
                   f"interrupted run (they are logged again)")
         group = cfg.logger.wandb_group or self.group
         config_dict = {"seed": cfg.seed, "name": cfg.name, "group": group,
                        **{k: asdict(getattr(cfg, k)) for k in ("model", "data", "optim", "train", "decode", "logger")}}
-        self.loggers = Loggers(self.run_dir, cfg.logger, config_dict, name=self.run_dir.name, group=group,
-                               wandb_run_id=wandb_id, resume_step=self.start_step or None)
+        self.loggers = (Loggers(self.run_dir, cfg.logger, config_dict, name=self.run_dir.name, group=group,
+                                wandb_run_id=wandb_id, resume_step=self.start_step or None)
+                        if self.writer else NoLoggers())
         self._build_evaluators()
         self._add_hooks()
 
@@ -117,17 +141,22 @@ class Trainer:
         self.graphdef, params = nnx.split(model)
         self.num_params = count_params(params)
         self.tx, self.schedule = make_optimizer(cfg.optim, cfg.train.max_steps)
-        self.mesh = make_mesh(cfg)
-        self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-        self.batch_sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
-        self.state: TrainState = jax.device_put(create_state(params, self.tx), self.replicated)
-        self.base_key = jax.random.PRNGKey(cfg.seed)  # raw uint32 key: plain to checkpoint
-        self.train_batches = PackedBatches(self.data.splits["train"], cfg.data, seed=cfg.seed)
-        if self.train_batches.rows % self.mesh.size:
-            raise SystemExit(f"error: {self.train_batches.rows} rows per batch do not split over "
-                             f"{self.mesh.size} devices; adjust data.max_tokens.")
+        # The one device path (train/engine/sharding.py): every device of every process.
+        self.mesh = make_mesh(cfg.train)
+        self.replicated = replicated(self.mesh)
+        self.batch_sharding = batch_sharding(self.mesh)
+        state = create_state(params, self.tx)
+        self.state_shardings = state_sharding(state, self.mesh, cfg.train.fsdp)
+        self.state: TrainState = put_global(state, self.state_shardings)
+        self.base_key = put_global(jax.random.PRNGKey(cfg.seed), self.replicated)  # raw uint32: plain to checkpoint
+        rows = cfg.data.max_tokens // (cfg.data.max_source_len + cfg.data.max_target_len)
+        problem = check_divisible(rows, self.mesh)
+        if problem:
+            raise SystemExit(f"error: {problem}")
+        self.train_batches = PackedBatches(self.data.splits["train"], cfg.data, seed=cfg.seed,
+                                           process_index=jax.process_index(), process_count=jax.process_count())
         step_fn = faults.wrap_step(make_train_step(self.graphdef, self.tx, cfg.train.label_smoothing))
-        self.train_step = jax.jit(step_fn, donate_argnums=0)
+        self.train_step = jit_train_step(step_fn, self.state_shardings, self.batch_sharding)
         self.flops = flops_per_token(cfg.model, self.data.vocab_size, cfg.data.max_source_len,
                                      cfg.data.max_target_len)
         self.model_defining = model_defining(cfg.model, self.data.vocab_size)
@@ -138,8 +167,8 @@ class Trainer:
                                  self.model_defining, self.run_dir, self.cfg.train.resume)
         if resumed is None:
             return None
-        self.state = jax.device_put(resumed.tree["state"], self.replicated)
-        self.base_key = resumed.tree["key"]
+        self.state = put_global(resumed.tree["state"], self.state_shardings)
+        self.base_key = put_global(resumed.tree["key"], self.replicated)
         self.train_batches.restore(resumed.meta["data_state"])
         self.start_step = int(self.state.step)
         print(f"resumed from step {resumed.step} in {self.run_dir}")
@@ -162,7 +191,7 @@ class Trainer:
             evaluators.append(alignment)
         self.evaluators = evaluators
         # Attention maps and per-head statistics at each validation.
-        self.probe = AttentionProbe(self.graphdef, data, cfg, self.run_dir)
+        self.probe = AttentionProbe(self.graphdef, data, cfg, self.run_dir, write=self.writer)
 
     def _add_hooks(self) -> None:
         """The built-in hooks, in the order they run after a step; add your own after setup():
@@ -195,7 +224,9 @@ class Trainer:
         with self._session(progress):
             if self.start_step == 0:  # the maps at initialisation: the baseline every later probe is read against
                 self.probe.run(0, self.state.params, self.loggers)
-            self.batches = Prefetcher(self.train_batches, size=cfg.data.prefetch, sharding=self.batch_sharding)
+            # The prefetch thread places each batch on the devices (its rows split over them).
+            self.batches = Prefetcher(self.train_batches, size=cfg.data.prefetch,
+                                      transform=lambda batch: put_batch(batch, self.batch_sharding))
             self.metrics.restart()
             for step in range(self.start_step + 1, cfg.train.max_steps + 1):
                 self.state = self.train_step(self.state, next(self.batches), self.base_key)
@@ -225,8 +256,10 @@ class Trainer:
             status = "interrupted"
             self.checkpointer.wait()  # the asynchronous write is on disk before the message says so
             step, name = int(self.state.step), self.signals.received
-            print(f"\n{name}: saved a checkpoint at step {step} in {self.checkpointer.directory}. Resume with:\n"
-                  f"  {resume_command(self.run_dir)}", file=sys.stderr, flush=True)
+            if self.writer:
+                print(f"\n{name}: saved a checkpoint at step {step} in {self.checkpointer.directory}. Resume "
+                      f"with:\n  {resume_command(self.run_dir)}", file=sys.stderr, flush=True)
+            self.signals.hand_on()  # SLURM's USR2 under submitit: its handler requeues the job
             raise SystemExit(EXIT_CODES.get(name, 1))
         except NonFiniteStop as e:
             status = "failed"
@@ -235,8 +268,12 @@ class Trainer:
         except CheckpointError as e:
             status = "failed"
             raise SystemExit(f"error: {e}") from None
-        except BaseException:
+        except BaseException as e:
             status = "failed"
+            if jax.process_count() > 1 and not isinstance(e, (KeyboardInterrupt, SystemExit)):
+                print(f"error: process {jax.process_index()} of {jax.process_count()} stopped: {first_line(e)}. When "
+                      f"a collective failed, another process of the run has died first: its log says why.",
+                      file=sys.stderr, flush=True)
             raise
         finally:
             self.signals.__exit__(None, None, None)
@@ -274,7 +311,16 @@ class Trainer:
             self.save()
 
     def stop_on_signal(self, step: int) -> None:
-        if self.signals.received:
+        """A stop signal (SIGTERM, SIGINT, SLURM's SIGUSR2) ends the run after a save. With several
+        processes they agree at log points, so that all of them save the same step together."""
+        received = bool(self.signals.received)
+        if jax.process_count() > 1:
+            if step % self.cfg.train.log_every and step != self.cfg.train.max_steps:
+                return
+            received = any_process(received)
+            if received and not self.signals.received:
+                self.signals.received = "SIGTERM"  # another process got the signal
+        if received:
             if self.last_saved_step != step:
                 self.save()
             raise StopRequested()
@@ -313,7 +359,7 @@ class Trainer:
                                        self.batch_sharding, split="test", eval_step=self.val_loss.step)
             summary.update(test_loss(self.state.params))
             scores = self.generator.score_split(self.state.params, "test", limit=None,
-                                                hyp_path=self.run_dir / "test.hyp.txt")
+                                                hyp_path=self.run_dir / "test.hyp.txt" if self.writer else None)
             summary.update({f"test/{k}": v for k, v in scores.items()})
         summary.update({
             "train/tokens_per_s": self.metrics.median_tokens_per_s(),
@@ -326,7 +372,8 @@ class Trainer:
                          "decode": self.generator.compiles()},
             "status": "finished",
         })
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if self.writer:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.loggers.finish(summary, "finished")
         return summary
 
@@ -339,7 +386,8 @@ def state_bytes(tree: Any) -> int:
 def run(cfg: Config, run_dir: Path, group: Optional[str] = None) -> dict:
     trainer = Trainer(cfg, run_dir, group)
     trainer.setup()
-    print(f"model: {trainer.num_params / 1e6:.2f}M parameters, {trainer.flops['per_token'] / 1e6:.1f} MFLOPs "
-          f"per token; {trainer.train_batches.rows} rows x ({cfg.data.max_source_len}+{cfg.data.max_target_len}) "
-          f"tokens per batch; devices: {trainer.mesh.size} x {jax.devices()[0].platform}")
+    if trainer.writer:
+        print(f"model: {trainer.num_params / 1e6:.2f}M parameters, {trainer.flops['per_token'] / 1e6:.1f} MFLOPs "
+              f"per token; {trainer.train_batches.rows} rows x ({cfg.data.max_source_len}+"
+              f"{cfg.data.max_target_len}) tokens per batch; devices: {describe(trainer.mesh)}")
     return trainer.fit()

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import datasets
-import jax
 import numpy as np
 from flax import nnx
 
@@ -23,6 +22,7 @@ from train.analysis.alignment import (
     oracle_counts,
     score_cross_attention,
 )
+from train.engine.sharding import to_host
 from train.evals.attention_forward import attention_maps_fn
 
 
@@ -93,7 +93,7 @@ class AlignmentEvaluator:
         """Counts for output-token rows (shift False) and/or input-token rows (True), one pass."""
         out: dict[bool, AlignmentCounts] = {}
         for batch in self.batches:
-            cross = np.asarray(jax.device_get(self.fn(params, batch.batch.src, batch.batch.tgt_in)))
+            cross = to_host(self.fn(params, batch.batch.src, batch.batch.tgt_in))
             real = np.flatnonzero(batch.index >= 0)
             ids = batch.index[real].tolist()
             for s in shifts:

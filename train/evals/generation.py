@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import datasets
-import jax
-import numpy as np
 
 from data.buckets import decode_batches
 from data.pipeline import PreparedData
 from model.decoding import make_decode_fn
 from train.config import DecodeConfig
+from train.engine.sharding import to_host
 from train.evals.base import SELECTION
 from train.evals.scores import generation_scores
 
@@ -38,7 +37,7 @@ class Generator:
         """Token ids of the hypotheses for the `src_ids` column, in the dataset's order."""
         out: list[list[int]] = [[] for _ in range(len(dataset))]
         for indices, src in decode_batches(dataset, self.cfg.batch_size, self.buckets):
-            tokens = np.asarray(jax.device_get(self.decode_fn(params, src)))
+            tokens = to_host(self.decode_fn(params, src))
             for row, index in enumerate(indices):
                 if index >= 0:
                     out[index] = tokens[row].tolist()

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import jax
 import numpy as np
 from flax import nnx
 
@@ -37,6 +36,7 @@ from train.analysis.attention_stats import (
     layer_summary,
     stack_layers,
 )
+from train.engine.sharding import to_host
 from train.evals.attention_forward import attention_maps_fn
 
 READABLE_LEN = 24  # pairs up to this many tokens per side keep tick labels legible; preferred
@@ -133,8 +133,9 @@ class AttentionProbe:
     """Fixed validation pairs + a jitted forward that returns every attention map."""
 
     def __init__(self, graphdef: nnx.GraphDef, data: Any, cfg: Any, run_dir: Path,
-                 split: str = "validation"):
-        self.run_dir = Path(run_dir)
+                 split: str = "validation", write: bool = True):
+        """write=False (processes other than 0): compute the maps with the others, write nothing."""
+        self.run_dir, self.write = Path(run_dir), write
         self.batch: Optional[ProbeBatch] = None
         k = int(cfg.train.probe_examples)
         ds = data.splits.get(split) if hasattr(data.splits, "get") else data.splits[split]
@@ -153,13 +154,15 @@ class AttentionProbe:
     def weights(self, params: nnx.State) -> dict[str, np.ndarray]:
         """{type: (L, K, H, Tq, Tk) float32} on the host."""
         out = self.fn(params, self.batch.src, self.batch.tgt_in)
-        return {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+        return {k: np.asarray(v) for k, v in to_host(out).items()}
 
     def run(self, step: int, params: nnx.State, loggers: Any = None) -> dict[str, float]:
         """Probe, save PNG + npz under run_dir/attention/step_{step}/, log stats and images."""
         if not self.enabled:
             return {}
-        weights = self.weights(params)
+        weights = self.weights(params)  # every process takes part: the forward spans all devices
+        if not self.write:
+            return {}
         stats = compute_stats(weights, self.batch)
         out_dir = self.run_dir / "attention" / f"step_{int(step)}"
         images = self.save_maps(weights, out_dir, int(step))

@@ -11,6 +11,7 @@ import numpy as np
 
 from data.config import DataConfig
 from data.packing import PackedBatches
+from train.engine.sharding import put_batch, to_host
 from train.engine.step import make_eval_step
 from train.evals.base import split_key
 
@@ -26,10 +27,11 @@ class ValidationLoss:
 
     def __call__(self, params: Any, final: bool = False) -> dict[str, float]:
         sums = None
-        for batch in PackedBatches(self.dataset, self.data_cfg, seed=0, shuffle=False, repeat=False):
-            out = self.step(params, jax.device_put(batch, self.sharding))
+        for batch in PackedBatches(self.dataset, self.data_cfg, seed=0, shuffle=False, repeat=False,
+                                   process_index=jax.process_index(), process_count=jax.process_count()):
+            out = self.step(params, put_batch(batch, self.sharding))  # this process's rows of the batch
             sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
-        sums = jax.device_get(sums)
+        sums = to_host(sums)
         tokens = max(float(sums["tokens"]), 1.0)
         nll = float(sums["nll_sum"]) / tokens
         return {f"{self.prefix}/loss": nll, f"{self.prefix}/ppl": float(np.exp(min(nll, 50.0))),
