@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     from train.engine.sharding import initialize_distributed, make_mesh
 
     initialize_distributed()
-    mesh = make_mesh(argparse.Namespace(mesh_data=a.mesh_data))
+    mesh = make_mesh(argparse.Namespace(mesh_data=a.mesh_data, fsdp=a.fsdp))
     timer = CompileTimer()
     env = environment(mesh)
     log(f"{env['devices']} x {env['platform']} ({env['device_kind']}), preset {a.preset}, parts {a.parts}")
