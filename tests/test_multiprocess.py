@@ -122,3 +122,17 @@ def test_a_dead_process_stops_the_other(tmp_path):
     assert rc1 == -9 and rc0 != 0
     assert time.time() - t0 < 240  # bounded by the heartbeat timeout, not a hang
     assert "process 0 of 2 stopped" in out0 or "heartbeat" in out0.lower()
+
+
+def test_a_two_process_run_resumes_in_one_process(runs, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "continued"
+    shutil.copytree(runs["tmp"] / "two", run_dir)
+    (run_dir / "summary.json").unlink()
+    cmd = args(runs["tmp"], run_dir, **{"train.max_steps": str(STEPS + 2)})
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"resumed from step {STEPS}" in proc.stdout
+    assert sorted(losses(run_dir)) == list(range(1, STEPS + 3))
