@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.conftest import REPO_ROOT
 
 COMMANDS = {"train.__main__", "train.evaluate", "train.translate", "train.heads", "train.attention_figures",
-            "train.prepare", "train.report.__main__", "train.bench.__main__"}
+            "train.prepare", "train.report.__main__", "train.bench.__main__", "train.explore.__main__"}
 MAX_LINES = 400
 
 
@@ -64,7 +64,7 @@ def test_files_stay_readable_in_one_sitting():
 
 def test_every_folder_says_what_it_holds():
     for package in ("model", "data", "train", "train/engine", "train/evals", "train/analysis", "train/sweep",
-                    "train/report", "train/bench"):
+                    "train/report", "train/bench", "train/explore"):
         init = REPO_ROOT / package / "__init__.py"
         doc = ast.get_docstring(ast.parse(init.read_text())) if init.is_file() else None
         assert doc and len(doc.splitlines()) >= 2, f"{package}/__init__.py should say what the folder holds"
