@@ -9,7 +9,9 @@ Cache layout under `cfg.cache_dir` (relative to the repo root):
 `tok_key` hashes the corpus files (path, size, mtime) or Hub id/config/revision, the fields,
 caps and tokenizer settings; `len_key` adds the length limits. A cache hit reads neither
 the raw corpus nor the tokenizer's training data. Concurrent jobs wait on the lock and then
-reuse what the first one built; finished folders appear by atomic rename only.
+reuse what the first one built; finished folders appear by atomic rename only. A cache that
+does not read back whole (a killed build, a truncated file after a power loss) is reported,
+removed and rebuilt, never trusted.
 
 Token ids: src_ids = tokens + [EOS] and tgt_ids = tokens + [EOS], at most max_source_len /
 max_target_len long. Overlong training pairs are truncated (keeping EOS) or dropped per
@@ -88,15 +90,33 @@ def prepare(cfg: DataConfig, root: Path) -> PreparedData:
     with FileLock(f"{folder}.lock"):
         hit = (tokenized / STATS_FILE).exists() and (folder / TOKENIZER_FILE).exists()
         if hit:
-            tokenizer = SubwordTokenizer.load(folder / TOKENIZER_FILE)
-            stats = json.loads((tokenized / STATS_FILE).read_text())
-            stats["tokenizer"]["trained"] = False
-        else:
+            try:
+                tokenizer, stats, splits = _read_cache(folder, tokenized)
+            except Exception as e:  # damaged: say so, and build it again from the corpus
+                log.warning("The data cache %s is damaged (%s: %s); rebuilding it.", folder, type(e).__name__,
+                            str(e).splitlines()[0][:200] if str(e) else "")
+                shutil.rmtree(folder, ignore_errors=True)
+                hit = False
+        if not hit:
             tokenizer, stats = _build(cfg, root, folder, tokenized)
-    splits = datasets.load_from_disk(str(tokenized))  # memory-mapped either way
+            splits = datasets.load_from_disk(str(tokenized))  # memory-mapped
     stats["cache"] = {"hit": hit, "dir": str(tokenized)}
     log.info("Data %s: %s", "cache hit" if hit else "prepared", tokenized)
     return PreparedData(tokenizer, splits, tokenizer.vocab_size, stats, tokenized)
+
+
+def _read_cache(folder: Path, tokenized: Path) -> tuple[SubwordTokenizer, dict, datasets.DatasetDict]:
+    """The cached tokenizer, stats and splits, each read back whole (raises when any is damaged)."""
+    tokenizer = SubwordTokenizer.load(folder / TOKENIZER_FILE)
+    stats = json.loads((tokenized / STATS_FILE).read_text())
+    stats["tokenizer"]["trained"] = False
+    splits = datasets.load_from_disk(str(tokenized))
+    for name, ds in splits.items():  # every record batch of every column, not just the schema
+        table = ds.data.table
+        table.validate(full=True)
+        if len(ds) != stats[name]["kept"]:
+            raise ValueError(f"{name} has {len(ds)} pairs, stats.json says {stats[name]['kept']}")
+    return tokenizer, stats, splits
 
 
 def _build(cfg: DataConfig, root: Path, folder: Path, tokenized: Path) -> tuple[SubwordTokenizer, dict]:
@@ -117,6 +137,7 @@ def _build(cfg: DataConfig, root: Path, folder: Path, tokenized: Path) -> tuple[
     shutil.rmtree(tmp, ignore_errors=True)
     datasets.DatasetDict(splits).save_to_disk(str(tmp))
     (tmp / STATS_FILE).write_text(json.dumps(stats, indent=1))
+    _sync_tree(tmp)  # on disk before the rename makes it the cache: a power loss leaves no half cache
     shutil.rmtree(tokenized, ignore_errors=True)  # only a leftover without stats.json gets here
     os.replace(tmp, tokenized)
     return tokenizer, stats
@@ -184,6 +205,15 @@ def tokenize_split(
     ds = ds.remove_columns(["src_full", "tgt_full", "empty"])
     ds = ds.add_column("src_len", src_len.astype(np.int32)).add_column("tgt_len", tgt_len.astype(np.int32))
     return ds.flatten_indices(), stats
+
+
+def _sync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")) + [folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _hash(obj: object) -> str:

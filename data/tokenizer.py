@@ -94,6 +94,8 @@ class SubwordTokenizer:
         """Write tokenizer.json atomically (a concurrent reader never sees half a file)."""
         tmp = Path(f"{path}.tmp{os.getpid()}")
         self.tokenizer.save(str(tmp))
+        with open(tmp, "rb") as f:  # the bytes on disk before the rename publishes them
+            os.fsync(f.fileno())
         os.replace(tmp, path)
 
     @classmethod
@@ -147,7 +149,10 @@ def load_or_train(cfg: DataConfig, train_split, folder: Path) -> tuple[SubwordTo
     """
     path = folder / TOKENIZER_FILE
     if path.exists():
-        return SubwordTokenizer.load(path), False
+        try:
+            return SubwordTokenizer.load(path), False
+        except Exception as e:  # truncated or garbled: train it again rather than fail every run
+            log.warning("%s is damaged (%s); training the tokenizer again.", path, str(e).splitlines()[0][:200])
     folder.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(cfg, train_split)
     tok.save(path)

@@ -67,6 +67,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     val_bleu_examples: int = 256  # fixed validation subset decoded at each eval
     probe_examples: int = 4  # fixed validation pairs whose attention maps are saved
+    explorer: bool = True  # write explorer.html (python -m train.explore) at the end of the run
     nonfinite: str = "skip"  # skip the update | stop the run, on a non-finite loss or gradient
     max_nonfinite_in_row: int = 10
     progress: bool = True  # tqdm progress bar

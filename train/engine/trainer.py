@@ -60,7 +60,7 @@ from train.engine.signals import EXIT_CODES, StopSignals, resume_command
 from train.engine.step import TrainState, create_state, make_train_step
 from train.engine.train_metrics import MetricsLog
 from train.engine.validation import Validation
-from train.errors import first_line
+from train.errors import RunError, first_line
 from train.evals.alignment import AlignmentEvaluator, gold_reversed, length_buckets
 from train.evals.generation import GenerationScores, Generator
 from train.evals.probe import AttentionProbe
@@ -86,6 +86,8 @@ class NoLoggers:
     def images(self, step: int, images: dict) -> None: ...
 
     def text(self, tag: str, text: str) -> None: ...
+
+    def html(self, name: str, path: Path) -> None: ...
 
     def finish(self, summary: dict, status: str) -> None: ...
 
@@ -374,8 +376,24 @@ class Trainer:
         })
         if self.writer:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self._write_explorer()
         self.loggers.finish(summary, "finished")
         return summary
+
+
+    def _write_explorer(self) -> None:
+        """The run's attention explorer page (train/explore/), when the probe saved maps."""
+        if not (self.cfg.train.explorer and self.probe.enabled):
+            return
+        from train.explore import write_explorer
+
+        try:
+            path = write_explorer(self.run_dir)
+        except RunError as e:  # a page is a view of the run: never a reason to fail it
+            print(f"warning: no explorer page: {e}", file=sys.stderr)
+            return
+        self.loggers.html("explorer", path)
+        print(f"explorer: {path}")
 
 
 def state_bytes(tree: Any) -> int:
