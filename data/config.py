@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 from model.config import ConfigError
 
@@ -28,6 +28,10 @@ class DataConfig:
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None
     hub_revision: Optional[str] = None
+    # Parquet files to read instead of datasets.load_dataset(hub_id, hub_config): split name (as
+    # the corpus names it) -> a glob relative to the repository root at hub_revision, e.g.
+    # {"train": "iwslt2017-de-en/train/*.parquet"} on refs/convert/parquet (data/hub_files.py).
+    hub_data_files: Optional[Dict[str, str]] = None
     source_lang: str = "en"
     target_lang: str = "es"
     source_field: Optional[str] = None  # column holding the source; None = translation[source_lang]
@@ -63,6 +67,15 @@ class DataConfig:
             raise ConfigError(f"data.task={self.task!r} must be translation or summarization.")
         if self.source == "hub" and not self.hub_id:
             raise ConfigError("data.source=hub needs data.hub_id (a Hugging Face dataset id).")
+        if self.hub_data_files is not None:
+            if self.source != "hub":
+                raise ConfigError("data.hub_data_files is only read with data.source=hub; remove it.")
+            bad = {k: v for k, v in self.hub_data_files.items() if not str(v).endswith(".parquet")}
+            if bad or not self.hub_data_files:
+                raise ConfigError(
+                    f"data.hub_data_files={dict(self.hub_data_files)} must map split names to globs of "
+                    f".parquet files (e.g. train: iwslt2017-de-en/train/*.parquet); {bad or 'it is empty'}."
+                )
         if self.source == "local" and not self.path:
             raise ConfigError("data=local needs data.path=DIR (a folder with train.* files).")
         if self.format not in ("text", "jsonl", "csv", "tsv", "parquet"):

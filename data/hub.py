@@ -1,5 +1,8 @@
-"""Datasets from the Hugging Face Hub (or a Hub-like folder on disk), via datasets.load_dataset.
+"""Datasets from the Hugging Face Hub (or a Hub-like folder on disk).
 
+Two ways in: `datasets.load_dataset(hub_id, hub_config)` for repositories of data files, and,
+when `data.hub_data_files` names them, the Parquet files themselves (data/hub_files.py: the
+Parquet conversion of script-based repositories, and capped training splits read in part).
 An unreachable Hub is detected up front (a TCP probe of a few seconds), and the load then
 runs in offline mode so that it reads the cache or fails at once instead of retrying.
 """
@@ -41,9 +44,15 @@ def load_hub(cfg: DataConfig, root: Path) -> RawSplits:
     offline_reason = None
     if local is None:
         offline_reason = _offline_reason()
-    what = f"{cfg.hub_id!r}" + (f" (config {cfg.hub_config!r})" if cfg.hub_config else "")
+    what = f"{cfg.hub_id!r}" + (
+        f" (revision {cfg.hub_revision!r})" if cfg.hub_data_files and cfg.hub_revision
+        else f" (config {cfg.hub_config!r})" if cfg.hub_config else "")
     try:
         with _forced_offline(offline_reason is not None):
+            if cfg.hub_data_files:
+                from data.hub_files import load_hub_files
+
+                return load_hub_files(cfg, root, local, offline=offline_reason is not None)
             loaded = datasets.load_dataset(target, cfg.hub_config, revision=cfg.hub_revision)
     except (ConnectionError, TimeoutError) as e:
         reason = offline_reason or f"the Hub could not be reached ({type(e).__name__})"
@@ -67,7 +76,8 @@ def load_hub(cfg: DataConfig, root: Path) -> RawSplits:
         if "scripts are no longer supported" in str(e):
             raise DataError(
                 f"The Hugging Face dataset {what} is script-based, which datasets>=4 cannot run. "
-                f"Load its Parquet export with data.hub_revision=refs/convert/parquet."
+                f"Read its Parquet conversion instead: data.hub_revision=refs/convert/parquet and "
+                f"data.hub_data_files naming its files (configs/data/iwslt2017_de_en.yaml shows how)."
             ) from None
         raise
     if isinstance(loaded, datasets.Dataset):  # a single-split folder

@@ -11,7 +11,7 @@ import codecs
 import csv
 import gzip
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Optional, Union
 
 import datasets
 
@@ -85,8 +85,10 @@ def load_local(cfg: DataConfig, root: Path) -> RawSplits:
     return {canon: (loaded[canon], present[canon]) for canon in present}
 
 
-def load_packaged(builder: str, files: dict[str, str], cfg: DataConfig, root: Path) -> datasets.DatasetDict:
-    """datasets' json/csv/parquet loaders; their Arrow cache lives in the project cache dir."""
+def load_packaged(builder: str, files: dict[str, Union[str, list[str]]], cfg: DataConfig,
+                  root: Path) -> datasets.DatasetDict:
+    """datasets' json/csv/parquet loaders (one file or a list per split); their Arrow cache lives
+    in the project cache dir."""
     kwargs: dict = {"cache_dir": str(resolve(cfg.cache_dir, root) / "hf")}
     if builder == "csv":
         # Keep text as text: no NaN for empty cells, no quote handling in TSV (quotes are words).
@@ -97,9 +99,11 @@ def load_packaged(builder: str, files: dict[str, str], cfg: DataConfig, root: Pa
         return datasets.load_dataset(builder, data_files=files, **kwargs)
     except Exception as e:  # a parse error deep in pyarrow/pandas: name the files
         cause = e.__cause__ or e
+        names = [p for paths in files.values() for p in ([paths] if isinstance(paths, str) else paths)]
+        fmt = cfg.format if cfg.source == "local" else builder
         raise DataError(
-            f"Could not read {', '.join(files.values())} as {cfg.format}: {type(cause).__name__}: "
-            f"{str(cause)[:300]}. Check the file format or set data.format."
+            f"Could not read {', '.join(names[:6])}{' ...' if len(names) > 6 else ''} as {fmt}: "
+            f"{type(cause).__name__}: {str(cause)[:300]}. Check the file format or set data.format."
         ) from None
 
 

@@ -16,6 +16,7 @@ from data.config import DataConfig
 from data.embedded import embedded_files, load_embedded
 from data.errors import DataError
 from data.hub import load_hub, local_hub_dir
+from data.hub_files import SAMPLER_VERSION as HUB_SAMPLER_VERSION
 from data.local_files import load_local, local_files
 from data.splits import apply_caps, ensure_validation, standardize
 
@@ -40,7 +41,7 @@ def corpus_identity(cfg: DataConfig, root: Path) -> dict:
     """What determines the loaded pairs, cheap to compute: the key of every on-disk cache.
 
     Files count by path, size and mtime (a rebuilt corpus gets a new key); Hub datasets by
-    id, config and revision.
+    id, config, revision and the file patterns read.
     """
     ident: dict = {
         "source": cfg.source,
@@ -52,6 +53,9 @@ def corpus_identity(cfg: DataConfig, root: Path) -> dict:
     if cfg.source == "hub":
         local = local_hub_dir(cfg, root)
         ident["hub"] = [cfg.hub_id, cfg.hub_config, cfg.hub_revision]
+        if cfg.hub_data_files:  # read as files; a capped train split is a row-group sample
+            ident["hub_files"] = sorted(cfg.hub_data_files.items())
+            ident["sampler"] = HUB_SAMPLER_VERSION
         if local is not None:
             files = sorted(p for p in local.rglob("*") if p.is_file() and ".cache" not in p.parts)
             ident["files"] = [_file_stamp(p) for p in files]

@@ -82,6 +82,13 @@ def test_evaluate_reproduces_training_test_scores(run_dir: Path) -> None:
     assert result["bleu"] == summary["test/bleu"] and result["chrf"] == summary["test/chrf"]
     assert result["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert "chrf_signature" in result
+    # Beside sacreBLEU, the tutorials' lowercased tokenized BLEU of the same hypotheses.
+    from train.evals.scores import tutorial_bleu
+
+    refs = lines(run_dir.parent / "corpus" / "test.es")
+    assert result["bleu_lc_tok"] == tutorial_bleu(lines(run_dir / "eval" / "test.hyp.txt"), refs)["bleu_lc_tok"]
+    assert result["bleu_lc_tok_signature"].startswith("nrefs:1|case:lc|eff:no|tok:intl")
+    assert f"lowercased tokenized BLEU {result['bleu_lc_tok']:.2f}" in out[0]
     # Same decoder, same checkpoint: the very hypotheses training wrote at its end.
     assert lines(run_dir / "eval" / "test.hyp.txt") == lines(run_dir / "test.hyp.txt")
 

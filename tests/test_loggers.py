@@ -2,7 +2,8 @@
 
 metrics.jsonl as JSON lines; TensorBoard events through TensorBoard's EventAccumulator (scalars,
 images, text, and the HParams plugin's session records); the wandb offline run through its
-transaction log (run-*.wandb).
+transaction log (run-*.wandb). Then wandb with a server that never answers: offline at once,
+and a finish that never holds up the end of a run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from train.config import LoggerConfig
-from train.engine.loggers import Loggers, scrub_secrets, wandb_mode
+from train.engine.loggers import Loggers, scrub_secrets
+from train.engine.wandb_logger import wandb_mode
 
 SECRET = "0123456789abcdef0123456789abcdef0123abcd"  # a fake wandb API key (40 hex characters)
 CONFIG = {"seed": 0, "model": {"num_heads": 4, "head_dim": None}, "logger": {"wandb": "offline"}}
@@ -196,3 +198,127 @@ def test_auto_mode_goes_offline_without_a_key_quickly(monkeypatch, tmp_path):
 def test_scrub_secrets_drops_credential_like_keys():
     cfg = {"logger": {"wandb_api_key": "x", "wandb": "auto", "nested": {"token": "y"}}, "seed": 1}
     assert scrub_secrets(cfg) == {"logger": {"wandb": "auto", "nested": {}}, "seed": 1}
+
+
+# ---- wandb with a server that never answers -------------------------------------------------
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def unreachable_wandb(monkeypatch):
+    """An API key, and WANDB_BASE_URL pointing at a closed local port."""
+    port = closed_port()
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)  # a subprocess starts its own wandb service
+    return port
+
+
+def test_online_with_an_unreachable_server_goes_offline_at_once(tmp_path, unreachable_wandb, capsys):
+    import time
+
+    t0 = time.time()
+    loggers = Loggers(tmp_path, LoggerConfig(wandb="online"), CONFIG, name="run-c")
+    init_s = time.time() - t0
+    loggers.scalars(1, {"train/loss": 3.0})
+    t1 = time.time()
+    loggers.finish({"steps": 1}, "finished")
+    finish_s = time.time() - t1
+    err = capsys.readouterr().err
+    assert loggers.wandb.mode == "offline"
+    assert init_s < 6 and finish_s < 4, (init_s, finish_s)  # an online init used to retry for ~9 s
+    assert f"logger.wandb=online, but 127.0.0.1:{unreachable_wandb} is not reachable" in err
+    (folder,) = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert err.count(f"wandb sync {folder}") == 2  # the exact folder to upload, at start and at finish
+    assert any(r.WhichOneof("record_type") == "exit" for r in finished_records(tmp_path))
+
+
+def test_auto_and_online_probe_the_servers_own_port(monkeypatch):
+    """A self-hosted server on a custom port is probed there (not on 443)."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.setenv("WANDB_API_KEY", SECRET)
+        assert wandb_mode("online") == ("online", None) == wandb_mode("auto")
+
+
+HUNG_SERVICE = """
+import os, signal, sys, time
+from pathlib import Path
+import train.engine.wandb_logger as W
+from train.config import LoggerConfig
+from train.engine.loggers import Loggers
+from wandb.sdk import wandb_setup
+W.WANDB_FINISH_S = 2.0
+loggers = Loggers(Path(sys.argv[1]), LoggerConfig(wandb="offline"), {"seed": 0}, name="hung")
+loggers.scalars(1, {"train/loss": 1.0})
+os.kill(wandb_setup._singleton._connection._proc._process.pid, signal.SIGSTOP)  # wandb-core hangs
+t = time.time()
+loggers.finish({"steps": 1}, "finished")
+print(f"finish {time.time() - t:.2f}", flush=True)
+"""
+
+
+def test_finish_never_blocks_exit_when_wandb_hangs(tmp_path, monkeypatch):
+    """wandb's service process stopped (as when uploads hang): finish() returns after
+    WANDB_FINISH_S, the process exits at once (wandb's exit hook would wait for the service
+    forever), and the message says how to upload the run."""
+    import time
+
+    from tests.conftest import run_cli
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)  # its own service, not this process's
+    t0 = time.time()
+    proc = run_cli(["-c", HUNG_SERVICE, str(tmp_path)], timeout=60)
+    wall = time.time() - t0
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    finish_s = float(proc.stdout.split()[-1])
+    assert 2.0 <= finish_s < 4.0 and wall < 20, (finish_s, wall)
+    (folder,) = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert f"finishing took over 2s and was stopped; the run is saved on disk; upload it with: wandb sync {folder}" \
+        in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "metrics.jsonl").read_text().strip() == '{"step": 1, "train/loss": 1.0}'
+
+
+@pytest.mark.slow
+def test_training_with_wandb_online_and_no_server_finishes(tmp_path, unreachable_wandb):
+    """A real (tiny) training run with logger.wandb=online, an API key and no server: it logs
+    offline from the start and ends like a run without wandb."""
+    import time
+
+    from tests.conftest import run_cli
+    from tests.test_evaluate import FAST_XLA, write_corpus
+
+    write_corpus(tmp_path / "corpus")
+    run_dir = tmp_path / "run"
+    args = ["-m", "train", "model=tiny", "model.num_layers=1", "data=local", f"data.path={tmp_path / 'corpus'}",
+            "data.source_lang=en", "data.target_lang=es", "data.vocab_size=100", "data.max_source_len=16",
+            "data.max_target_len=16", "data.max_tokens=256", f"data.cache_dir={tmp_path / 'data-cache'}",
+            "train.max_steps=10", "train.log_every=5", "train.eval_every=10", "train.val_bleu_examples=8",
+            "train.probe_examples=0", "train.progress=false", "logger.tensorboard=false", "logger.wandb=online",
+            f"hydra.run.dir={run_dir}"]
+    t0 = time.time()
+    proc = run_cli(args, env=FAST_XLA, timeout=300)
+    wall = time.time() - t0
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert wall - summary["wall_s"] < 60, (wall, summary["wall_s"])  # start-up and exit, wandb included
+    assert f"127.0.0.1:{unreachable_wandb} is not reachable" in proc.stderr
+    (folder,) = list((run_dir / "wandb").glob("offline-run-*"))
+    assert f"wandb sync {folder}" in proc.stderr
+    records = finished_records(run_dir)
+    assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [0]
+    assert any(row.get("trainer/step") == 10 for row in history(records))

@@ -1,6 +1,7 @@
 """Summarization is a task, not a special case: the same `python -m train` on local JSONL files
 with `data.task=summarization` truncates long documents, validates and selects checkpoints by
-ROUGE-L, reports ROUGE-1/2/L on the test split, and `train.evaluate` reproduces them."""
+ROUGE-Lsum (the papers' metric), reports ROUGE-1/2/L/Lsum on the test split, and
+`train.evaluate` reproduces them."""
 
 from __future__ import annotations
 
@@ -51,18 +52,19 @@ def test_summarization_run_reports_rouge(tmp_path: Path) -> None:
     assert "src_truncated" in log  # the truncation count is reported in the run log
 
     summary = json.loads((run_dir / "summary.json").read_text())
-    for key in ("test/rouge1", "test/rouge2", "test/rougeL"):
+    for key in ("test/rouge1", "test/rouge2", "test/rougeL", "test/rougeLsum"):
         assert 0.0 <= summary[key] <= 100.0, (key, summary[key])
     assert "test/bleu" not in summary  # the task's metrics, not translation's
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    val = [r for r in records if "val/rougeL" in r]
+    val = [r for r in records if "val/rougeLsum" in r]
     assert [r["step"] for r in val] == [10, 20]
     assert all("val/bleu" not in r for r in records)
 
     # The evaluate command scores the same checkpoint the same way.
     proc = run_cli(["-m", "train.evaluate", f"run_dir={run_dir}", "split=test", f"step={STEPS}"], env=FAST_XLA)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("test ROUGE-1/2/L "), proc.stdout
+    assert proc.stdout.startswith("test ROUGE-1/2/Lsum "), proc.stdout
     result = json.loads((run_dir / "eval" / "test.json").read_text())
     assert result["task"] == "summarization" and result["examples"] == 12
+    assert result["rougeLsum"] == pytest.approx(summary["test/rougeLsum"])
     assert result["rougeL"] == pytest.approx(summary["test/rougeL"])

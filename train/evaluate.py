@@ -4,8 +4,10 @@ Decodes one split of a run's corpus with its best checkpoint (by the validation 
 the same decoder that training validates with (train/evals/generation.py), then prints a one-line
 summary and writes
 
-    DIR/eval/{split}.json      BLEU and chrF with their sacreBLEU signatures (ROUGE-1/2/L for
-                               summarization), the decode settings and the checkpoint step
+    DIR/eval/{split}.json      BLEU and chrF with their sacreBLEU signatures, and beside them
+                               `bleu_lc_tok`, the lowercased tokenized BLEU tutorials report
+                               (ROUGE-1/2/L/Lsum for summarization); the decode settings and
+                               the checkpoint step
     DIR/eval/{split}.hyp.txt   detokenized hypotheses, one per line, in corpus order
 
 Options: configs/evaluate.yaml. Decode options default to the run's own decode config.
@@ -48,10 +50,13 @@ def summary_line(split: str, result: dict) -> str:
     mode = "greedy" if d["beam_size"] == 1 else f"beam {d['beam_size']} alpha {d['alpha']}"
     if "bleu" in result:
         scores = f"BLEU {result['bleu']:.2f} chrF {result['chrf']:.2f}"
+        if "bleu_lc_tok" in result:
+            scores += f" | lowercased tokenized BLEU {result['bleu_lc_tok']:.2f} (as tutorials report it)"
         sig = f" | sacreBLEU {result['bleu_signature']}"
     else:
-        scores = f"ROUGE-1/2/L {result['rouge1']:.2f}/{result['rouge2']:.2f}/{result['rougeL']:.2f}"
-        sig = " | rouge-score F1, stemmed"
+        scores = (f"ROUGE-1/2/Lsum {result['rouge1']:.2f}/{result['rouge2']:.2f}/{result['rougeLsum']:.2f} "
+                  f"ROUGE-L {result['rougeL']:.2f}")
+        sig = " | rouge-score F1, stemmed, one sentence per line for Lsum"
     return (f"{split} {scores} | {mode} | step {result['step']} | {result['examples']} examples | "
             f"{result['decode_s']:.1f} s incl. compile{sig}")
 
@@ -83,7 +88,7 @@ def evaluate(args) -> dict:
         PreparedData,  # imported late: errors above answer in a second or two
     )
     from train.evals.generation import Generator
-    from train.evals.scores import generation_scores
+    from train.evals.scores import generation_scores, tutorial_bleu
 
     if args.limit is not None:
         dataset = dataset.select(range(min(max(args.limit, 0), len(dataset))))
@@ -98,7 +103,10 @@ def evaluate(args) -> dict:
     t0 = time.time()
     hyps = generator.translate(run.params, dataset)
     decode_s = time.time() - t0
-    scores = generation_scores(cfg.data.task, hyps, dataset["target"])
+    references = list(dataset["target"])
+    scores = generation_scores(cfg.data.task, hyps, references)
+    if cfg.data.task == "translation":  # the same hypotheses, scored the tutorials' way
+        scores.update(tutorial_bleu(hyps, references))
 
     result = {
         "split": args.split,
