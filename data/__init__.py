@@ -2,7 +2,8 @@
 
     config.py      DataConfig (typed, validated), special token ids
     sources.py     load_splits: one entry point for every source, dispatching to
-                   embedded.py (the shipped corpus), hub.py (Hugging Face datasets), local_files.py
+                   embedded.py (the shipped corpus), hub.py and hub_files.py (Hugging Face Hub:
+                   datasets and Parquet files), local_files.py
     splits.py      split names, columns, held-out validation, caps
     tokenizer.py   the shared-vocabulary BPE tokenizer (HF tokenizers)
     pipeline.py    prepare(): tokenize and cache the splits, keyed by corpus and settings

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from tests.conftest import run_cli
 
 TINY = ["model=tiny", "model.num_layers=1", "model.d_model=32", "model.ffn_dim=64", "logger=jsonl"]
 

@@ -8,7 +8,8 @@
     progress.py       the progress bar (real rates, believable time left)
     checkpoint.py     Orbax checkpoints with this project's layout and retention
     resume.py         resuming from a run directory; a metrics log with each step once
-    loggers.py        metrics.jsonl, TensorBoard, wandb
+    loggers.py wandb_logger.py   metrics.jsonl, TensorBoard, wandb (never waits on a server)
+    run_files.py      summary.json and other files written atomically
     signals.py preflight.py   stop signals; unwritable or full folders caught before training
     faults.py         fault injection for the reliability tests, installed as hooks
     sharding.py host_allocator.py runtime.py   devices and meshes; the CPU allocator; process set-up

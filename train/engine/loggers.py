@@ -142,7 +142,9 @@ class Loggers:
             self.sinks.append(TensorBoardLogger(run_dir, config, resume_step))
         if cfg.wandb != "disabled":
             try:
-                from train.engine.wandb_logger import WandbLogger  # imports wandb: only when used
+                from train.engine.wandb_logger import (
+                    WandbLogger,  # imports wandb: only when used
+                )
 
                 self.wandb = WandbLogger(run_dir, cfg, config, name, group, wandb_run_id)
                 self.sinks.append(self.wandb)
@@ -196,6 +198,22 @@ class Loggers:
                 sink.finish(summary, status)
             except Exception as e:  # one broken sink must not hide the others' data
                 print(f"warning: closing {type(sink).__name__} failed: {e}", file=sys.stderr)
+
+
+class NoLoggers:
+    """What processes other than 0 log to: nothing (process 0 writes every file of the run)."""
+
+    wandb_run_id = None
+
+    def scalars(self, step: int, values: dict) -> None: ...
+
+    def images(self, step: int, images: dict) -> None: ...
+
+    def text(self, tag: str, text: str) -> None: ...
+
+    def html(self, name: str, path: Path) -> None: ...
+
+    def finish(self, summary: dict, status: str) -> None: ...
 
 
 # ---- helpers -------------------------------------------------------------------------------

@@ -36,11 +36,12 @@ from train.engine.checkpoint import (
     model_defining,
 )
 from train.engine.hooks import Hooks
-from train.engine.loggers import Loggers
+from train.engine.loggers import Loggers, NoLoggers
 from train.engine.optimizer import make_optimizer
 from train.engine.preflight import check_free_space, preflight
 from train.engine.progress import Progress, now
 from train.engine.resume import restore_latest, trim_metrics_log
+from train.engine.run_files import read_summary, state_bytes, write_atomically
 from train.engine.runtime import enable_compilation_cache, quiet_library_logs
 from train.engine.sharding import (
     any_process,
@@ -76,22 +77,6 @@ class NonFiniteStop(Exception):
     """train.nonfinite=stop (or too many skips in a row) ended the run."""
 
 
-class NoLoggers:
-    """What processes other than 0 log to: nothing (process 0 writes every file of the run)."""
-
-    wandb_run_id = None
-
-    def scalars(self, step: int, values: dict) -> None: ...
-
-    def images(self, step: int, images: dict) -> None: ...
-
-    def text(self, tag: str, text: str) -> None: ...
-
-    def html(self, name: str, path: Path) -> None: ...
-
-    def finish(self, summary: dict, status: str) -> None: ...
-
-
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, group: Optional[str] = None):
         self.cfg, self.run_dir, self.group = cfg, Path(run_dir), group
@@ -124,15 +109,18 @@ class Trainer:
         except BaseException:
             self.checkpointer.close()  # no Orbax threads left behind by a refused resume
             raise
-        dropped = trim_metrics_log(self.run_dir / "metrics.jsonl", self.start_step) if self.writer else 0
+        # Lines an interrupted attempt logged after the checkpoint it left (after none: all of them,
+        # the step-0 probe included) are logged again by this one.
+        kept_step = self.start_step if self.resumed else -1
+        dropped = trim_metrics_log(self.run_dir / "metrics.jsonl", kept_step) if self.writer else 0
         if dropped:
-            print(f"metrics.jsonl: dropped {dropped} lines logged after step {self.start_step} by the "
+            print(f"metrics.jsonl: dropped {dropped} lines logged after step {kept_step} by the "
                   f"interrupted run (they are logged again)")
         group = cfg.logger.wandb_group or self.group
         config_dict = {"seed": cfg.seed, "name": cfg.name, "group": group,
                        **{k: asdict(getattr(cfg, k)) for k in ("model", "data", "optim", "train", "decode", "logger")}}
         self.loggers = (Loggers(self.run_dir, cfg.logger, config_dict, name=self.run_dir.name, group=group,
-                                wandb_run_id=wandb_id, resume_step=self.start_step or None)
+                                wandb_run_id=wandb_id, resume_step=kept_step if dropped or self.resumed else None)
                         if self.writer else NoLoggers())
         self._build_evaluators()
         self._add_hooks()
@@ -167,6 +155,7 @@ class Trainer:
         """Continue from the latest checkpoint in run_dir; return the wandb run id to continue."""
         resumed = restore_latest(self.checkpointer, {"state": self.state, "key": self.base_key},
                                  self.model_defining, self.run_dir, self.cfg.train.resume)
+        self.resumed = resumed is not None
         if resumed is None:
             return None
         self.state = put_global(resumed.tree["state"], self.state_shardings)
@@ -213,10 +202,9 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------
     def fit(self) -> dict:
         cfg = self.cfg
-        summary_path = self.run_dir / "summary.json"
-        if self.start_step >= cfg.train.max_steps and summary_path.is_file():  # rerun of a finished run
+        summary = read_summary(self.run_dir)
+        if self.start_step >= cfg.train.max_steps and summary is not None:  # rerun of a finished run
             self.checkpointer.close()
-            summary = json.loads(summary_path.read_text())
             self.loggers.finish(summary, "finished")
             print(f"{self.run_dir} already finished at step {self.start_step} (summary.json); raise "
                   f"train.max_steps to train on.")
@@ -236,7 +224,10 @@ class Trainer:
                     self._time_first_step()
                 self.hooks.after_step(step)
             progress.close()
-            final = self.validation.run(cfg.train.max_steps, final=True)
+            # Killed after the final checkpoint (during the test split or the summary): that
+            # validation was logged already; compute it again for the summary only.
+            final = self.validation.run(cfg.train.max_steps, final=True,
+                                        record=self.start_step < cfg.train.max_steps)
             return self.finish_summary(final, time.time() - t_start)
 
     def _time_first_step(self) -> None:
@@ -375,8 +366,8 @@ class Trainer:
             "status": "finished",
         })
         if self.writer:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            self._write_explorer()
+            self._write_explorer()  # before the summary, which marks the run finished
+            write_atomically(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.loggers.finish(summary, "finished")
         return summary
 
@@ -394,11 +385,6 @@ class Trainer:
             return
         self.loggers.html("explorer", path)
         print(f"explorer: {path}")
-
-
-def state_bytes(tree: Any) -> int:
-    """Bytes of all arrays in `tree` (what a checkpoint of it holds)."""
-    return int(sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "dtype")))
 
 
 def run(cfg: Config, run_dir: Path, group: Optional[str] = None) -> dict:

@@ -21,8 +21,13 @@ class Validation:
         self.evaluators, self.probe, self.loggers = list(evaluators), probe, loggers
         self.params, self.save, self.progress, self.exclude_time = params, save, progress, exclude_time
 
-    def run(self, step: int, final: bool = False) -> dict[str, float]:
-        """Evaluate, log, probe and save; return the logged scalars."""
+    def run(self, step: int, final: bool = False, record: bool = True) -> dict[str, float]:
+        """Evaluate, log, probe and save; return the scalars.
+
+        record=False: evaluate only. A run killed after its final checkpoint had already logged,
+        probed and saved this validation (all three come before the kill could): on the rerun the
+        scores are computed again for the summary, and nothing is logged twice.
+        """
         t0 = now()
         params = self.params()
         results: dict[str, float] = {}
@@ -31,6 +36,8 @@ class Validation:
             scores = evaluator(params, final)
             selection = scores.pop(SELECTION, selection)
             results.update(scores)
+        if not record:
+            return results
         self.loggers.scalars(step, results)
         self.probe.run(step, params, self.loggers)
         if not final:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -92,7 +93,9 @@ def write_page(run_dir: Path, out: Optional[Path] = None, max_mb: float = 10.0) 
     data = collect(run_dir, max_mb)
     path = Path(out) if out is not None else run_dir / PAGE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_page(data), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # a kill mid-write leaves the old page or none
+    tmp.write_text(render_page(data), encoding="utf-8")
+    os.replace(tmp, path)
     return path, data
 
 
