@@ -1,17 +1,29 @@
-"""`python -m train.bench --short` runs end to end and prints its three JSON lines.
+"""`python -m train.bench --short` runs end to end and prints its three JSON lines; the peer
+comparisons (--torch-python) run against stand-in peers, and against the project's own peer
+scripts where a torch venv is named by ATTENTION_LAB_TORCH_PYTHON.
 
 No speed thresholds: CI machines differ and share their cores. docs/performance.md has the
-figures of a full run and how to compare them with the PyTorch reference.
+figures of a full run and how to compare them with the PyTorch and Hugging Face peers.
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
+import os
 import statistics
+import sys
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import REPO_ROOT, run_cli
+
+# An interpreter with torch and transformers (`python3 -m venv /tmp/peer-venv &&
+# /tmp/peer-venv/bin/pip install torch==2.13.0 transformers`): the real-peer tests run with it.
+PEER_PYTHON = os.environ.get("ATTENTION_LAB_TORCH_PYTHON")
+needs_peer = pytest.mark.skipif(not PEER_PYTHON, reason="set ATTENTION_LAB_TORCH_PYTHON to an "
+                                "interpreter with torch and transformers")
 
 TRAIN_KEYS = {"ms_per_step", "tokens_per_s", "compile_s", "flops_per_step", "peak_flops_per_s", "mfu",
               "compiles", "params", "loss"}
@@ -128,3 +140,177 @@ def test_missing_peer_script_is_named(tmp_path):
     result = run_cli(["-m", "train.bench", "--only", "train", "--torch-python", sys.executable,
                       "--torch-script", str(tmp_path / "absent.py")], timeout=120)
     assert result.returncode != 0 and "absent.py does not exist" in result.stderr
+
+
+def test_default_peer_scripts_live_in_the_repository():
+    from train.bench.peer_compare import DECODE_SCRIPT, PEERS, TRAIN_SCRIPT
+    from train.bench.workload import parse_args
+
+    for script in (TRAIN_SCRIPT, DECODE_SCRIPT):
+        assert script.is_file() and script.resolve().is_relative_to(REPO_ROOT), script
+        assert script.parent == PEERS == REPO_ROOT / "train" / "bench" / "peers"
+    a = parse_args([])
+    assert (a.torch_script, a.hf_script) == (str(TRAIN_SCRIPT), str(DECODE_SCRIPT))
+
+
+def test_peer_scripts_import_neither_jax_nor_the_project():
+    """They run in the other interpreter, which has torch and none of the project's packages."""
+    from train.bench.peer_compare import PEERS
+
+    banned = {"jax", "jaxlib", "flax", "optax", "model", "data", "train", "tests"}
+    for script in PEERS.glob("*.py"):
+        tops = set()
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.Import):
+                tops |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                tops.add(node.module.split(".")[0])
+        assert not tops & banned, f"{script.name} imports {sorted(tops & banned)}"
+        if script.name != "__init__.py":
+            assert "torch" in tops, script.name
+
+
+def test_default_peer_without_torch_fails_before_measuring():
+    """No --torch-script: the project's own peer, and the interpreter check still comes first."""
+    result = run_cli(["-m", "train.bench", "--only", "train", "--torch-python", sys.executable], timeout=120)
+    assert result.returncode != 0 and "cannot import torch" in result.stderr
+    assert f"{sys.executable} -m pip install torch==2.13.0" in result.stderr
+    assert "matmul peak" not in result.stderr and "train:" not in result.stderr
+
+
+def test_decode_peer_needs_transformers_and_fails_before_measuring(tmp_path):
+    """A peer interpreter with torch but not transformers is refused for --only decode, with the
+    install command, before anything is decoded. Stand-in modules play torch and the missing one."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "torch.py").write_text('__version__ = "2.13.0-fake"\n')
+    (shim / "transformers.py").write_text('raise ImportError("not installed here")\n')
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/sh\nPYTHONPATH={shim} exec {sys.executable} "$@"\n')
+    fake_python.chmod(0o755)
+    result = run_cli(["-m", "train.bench", "--only", "decode", "--torch-python", str(fake_python)],
+                     timeout=120)
+    assert result.returncode != 0
+    assert "cannot import transformers" in result.stderr
+    assert "pip install torch==2.13.0 transformers" in result.stderr
+    assert "decode greedy" not in result.stderr  # nothing measured
+
+
+FAKE_DECODE_PEER = '''
+import json, sys
+EXTRA = 0  # tokens generated beyond --new-tokens
+arg = lambda flag: int(sys.argv[sys.argv.index(flag) + 1])
+tokens = arg("--new-tokens") + EXTRA
+for mode, speed in (("greedy", 10.0), ("beam", 4.0)):
+    print(json.dumps({"impl": "fake", "mode": mode, "sentences_per_s": speed, "new_tokens": tokens,
+                      "all_full_length": True, "batch": arg("--batch")}))
+'''
+
+
+def _decode_args(**kw) -> argparse.Namespace:
+    return argparse.Namespace(**{**dict(d_model=64, heads=4, layers=2, ffn=256, vocab=1000,
+                                        decode_batch=4, src_len=16, tgt_len=16, beam=4,
+                                        decode_reps=1), **kw})
+
+
+def test_compare_decode_rounds_ratios_and_median(tmp_path):
+    """Per-round ratios are project / HF sentences per second; the summary takes their median."""
+    from train.bench.peer_compare import compare_decode_rounds
+
+    script = tmp_path / "peer.py"
+    script.write_text(FAKE_DECODE_PEER)
+    speeds = iter([{"greedy": 20.0, "beam4": 8.0}, {"greedy": 30.0, "beam4": 4.0},
+                   {"greedy": 50.0, "beam4": 6.0}])
+    records = list(compare_decode_rounds(_decode_args(), lambda: next(speeds), sys.executable,
+                                         script, rounds=3))
+    assert [r["name"] for r in records] == ["compare_decode"] * 4
+    assert [r["round"] for r in records] == [0, 1, 2, "median"]
+    assert [r["vs_hf_greedy"] for r in records[:3]] == [2.0, 3.0, 5.0]
+    assert [r["vs_hf_beam4"] for r in records[:3]] == [2.0, 1.0, 1.5]
+    summary = records[-1]
+    assert summary["vs_hf_greedy"] == 3.0 and summary["vs_hf_beam4"] == 1.5
+    assert summary["hf_greedy_sentences_per_s"] == 10.0 and summary["new_tokens"] == 16
+
+
+def test_compare_decode_refuses_a_peer_that_decodes_other_lengths(tmp_path):
+    from train.bench.peer_compare import PeerError, compare_decode_rounds
+
+    script = tmp_path / "peer.py"
+    script.write_text(FAKE_DECODE_PEER.replace("EXTRA = 0", "EXTRA = 1"))
+    with pytest.raises(PeerError, match="work would differ"):
+        list(compare_decode_rounds(_decode_args(), lambda: {"greedy": 1.0, "beam4": 1.0},
+                                   sys.executable, script, rounds=1))
+
+
+def test_decode_rounds_with_a_stand_in_peer(tmp_path):
+    """--only decode --torch-python: the project's fixed-length decoders, then the peer, per round."""
+    script = tmp_path / "peer.py"
+    script.write_text(FAKE_DECODE_PEER)
+    fake_python = tmp_path / "python"  # answers the import probe, then runs the script
+    fake_python.write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then echo torch fake; exit 0; fi\n'
+                           f'exec {sys.executable} "$@"\n')
+    fake_python.chmod(0o755)
+    result = run_cli(["-m", "train.bench", "--short", "--only", "decode", "--torch-python",
+                      str(fake_python), "--hf-script", str(script), "--rounds", "2"], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["name"] for r in records] == ["decode"] + ["compare_decode"] * 3
+    for r in records[1:3]:
+        assert r["hf_greedy_sentences_per_s"] == 10.0 and r["hf_beam4_sentences_per_s"] == 4.0
+        assert r["vs_hf_greedy"] == pytest.approx(r["project_greedy_sentences_per_s"] / 10.0, rel=1e-2)
+    assert records[-1]["round"] == "median" and records[-1]["new_tokens"] == 16
+
+
+TINY = ["--d-model", "32", "--heads", "2", "--layers", "1", "--ffn", "64", "--vocab", "100",
+        "--batch", "4", "--src-len", "8"]
+
+
+def _project_params(argv: list[str]) -> int:
+    from flax import nnx
+
+    from model.flops import count_params
+    from model.transformer import Transformer
+    from train.bench.workload import model_config, parse_args
+
+    a = parse_args(argv)
+    return count_params(nnx.split(Transformer(model_config(a), a.vocab, rngs=nnx.Rngs(params=0)))[1])
+
+
+@needs_peer
+def test_real_peer_scripts_run_on_their_own():
+    """Each peer script, run directly by the peer interpreter at a tiny size, prints its lines."""
+    import subprocess
+
+    from train.bench.peer_compare import DECODE_SCRIPT, TRAIN_SCRIPT
+
+    def lines(cmd):
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+    train = lines([PEER_PYTHON, str(TRAIN_SCRIPT), *TINY, "--tgt-len", "8", "--steps", "2",
+                   "--warmup", "1"])
+    assert [r["mode"] for r in train] == ["eager"] and train[0]["ms_per_step"] > 0
+    assert train[0]["tied"] and train[0]["positions"] == "sinusoidal"
+    assert train[0]["params"] == _project_params(TINY + ["--tgt-len", "8"])  # the same model
+    decode = lines([PEER_PYTHON, str(DECODE_SCRIPT), *TINY, "--new-tokens", "6", "--reps", "1"])
+    assert [r["mode"] for r in decode] == ["greedy", "beam"]
+    for r in decode:
+        assert r["new_tokens"] == 6 and r["all_full_length"] and r["sentences_per_s"] > 0
+
+
+@needs_peer
+def test_real_peers_end_to_end():
+    """`python -m train.bench --short --only train,decode --torch-python PEER`: one round of each
+    comparison against the project's own peers (torch eager and torch.compile, HF generate)."""
+    result = run_cli(["-m", "train.bench", "--short", "--only", "train,decode", "--torch-python",
+                      PEER_PYTHON, "--rounds", "1"], timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    compare = [r for r in records if r["name"] == "compare"]
+    assert [r["round"] for r in compare] == [0, "median"]
+    assert compare[0]["torch_eager_ms"] > 0 and compare[0]["torch_compile_ms"] > 0
+    decode = [r for r in records if r["name"] == "compare_decode"]
+    assert [r["round"] for r in decode] == [0, "median"]
+    assert decode[0]["hf_greedy_sentences_per_s"] > 0 and decode[0]["hf_beam4_sentences_per_s"] > 0
+    assert decode[-1]["new_tokens"] == 16  # --short's target length, on both sides

@@ -7,8 +7,12 @@
     train_step.py     the train line: the real training step, timed, with its FLOPs and MFU
     decode.py         the decode line: greedy and beam search, with and without the KV cache
     data_pipeline.py  the data line: the packing pipeline on the embedded corpus
-    peer_compare.py   interleaved rounds against a PyTorch script run by another interpreter
+    peer_compare.py   interleaved rounds against the peers below, run by another interpreter
+    peers/            the peers: torch_train.py (the train step in PyTorch, eager and
+                      torch.compile) and hf_generate.py (Hugging Face generate, greedy and beam)
 
-It may import model/, data/, train.config and train.engine.* (JAX only inside functions, after
-the host allocator is configured); it never imports torch.
+Its modules may import model/, data/, train.config and train.engine.* (JAX only inside
+functions, after the host allocator is configured); none imports torch. The scripts in peers/
+are the other way round: torch (and transformers) only, never jax or this project, run as
+subprocesses by the `--torch-python` interpreter.
 """

@@ -6,6 +6,7 @@
     python -m train.bench --preset gpu512       # d_model 512, 8 heads, 6+6 layers, bfloat16 (for GPUs)
     python -m train.bench --batch 128 --dtype bfloat16 --fsdp --steps 20 ...
     python -m train.bench --only train --torch-python VENV/bin/python   # + interleaved PyTorch rounds
+    python -m train.bench --only decode --torch-python VENV/bin/python  # + rounds against HF generate
 
 Lines (each has "name"):
   train   ms_per_step, tokens_per_s (source + target tokens), compile_s, flops_per_step,
@@ -16,8 +17,11 @@ Lines (each has "name"):
           split, and the number of distinct train-step batch shapes over one epoch
   compare (with --torch-python) per round: project_ms, torch_eager_ms, torch_compile_ms and
           their ratios vs_torch_eager / vs_torch_compile; then a round="median" summary
+  compare_decode (with --torch-python) per round: project_ and hf_ greedy / beam4 sentences_per_s
+          and their ratios vs_hf_greedy / vs_hf_beam4 (project / HF); then a round="median" summary
 
-The workload is described in workload.py, the FLOP counting in train_step.py.
+The workload is described in workload.py, the FLOP counting in train_step.py, the peers in
+peer_compare.py (scripts in peers/, run by the --torch-python interpreter).
 """
 
 from __future__ import annotations
@@ -27,9 +31,15 @@ from pathlib import Path
 
 from train.bench.compile_timer import CompileTimer
 from train.bench.data_pipeline import bench_data
-from train.bench.decode import bench_decode
+from train.bench.decode import bench_decode, fixed_length_decoders
 from train.bench.peak import matmul_peak
-from train.bench.peer_compare import PeerError, check_peer, compare_rounds
+from train.bench.peer_compare import (
+    PeerError,
+    check_peer,
+    compare_decode_rounds,
+    compare_rounds,
+    peer_needs,
+)
 from train.bench.records import emit, environment, log
 from train.bench.train_step import bench_train
 from train.bench.workload import parse_args
@@ -38,10 +48,13 @@ from train.bench.workload import parse_args
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv, description=__doc__.splitlines()[0])
     if a.torch_python:
+        modules, compared = peer_needs(a.parts)
+        scripts = {"train": Path(a.torch_script), "decode": Path(a.hf_script)}
         try:  # before anything is compiled
-            log(f"peer: torch {check_peer(a.torch_python, Path(a.torch_script))} ({a.torch_python})")
+            found = check_peer(a.torch_python, [scripts[p] for p in compared], modules)
         except PeerError as e:
             raise SystemExit(f"error: {e}") from None
+        log(f"peer: {found} ({a.torch_python}), against the project's {' and '.join(compared)}")
     if not a.no_host_allocator_fix:
         from train.engine.host_allocator import configure_host_allocator
 
@@ -66,14 +79,29 @@ def main(argv: list[str] | None = None) -> None:
             rec["note"] = "gpu512 is a GPU config; its CPU MFU is not meaningful"
         emit({**rec, **env, "preset": a.preset, "short": a.short})
         if a.torch_python:
-            for record in compare_rounds(a, seconds_per_step, a.torch_python, Path(a.torch_script),
-                                         a.rounds):
-                log(f"compare {record['round']}: project {record['project_ms']} ms/step, torch eager "
-                    f"{record['torch_eager_ms']} ({record['vs_torch_eager']}x), torch.compile "
-                    f"{record['torch_compile_ms']} ({record['vs_torch_compile']}x)")
-                emit({**record, **env, "preset": a.preset, "short": a.short})
+            try:
+                for record in compare_rounds(a, seconds_per_step, a.torch_python,
+                                             Path(a.torch_script), a.rounds):
+                    log(f"compare {record['round']}: project {record['project_ms']} ms/step, torch "
+                        f"eager {record['torch_eager_ms']} ({record['vs_torch_eager']}x), "
+                        f"torch.compile {record['torch_compile_ms']} ({record['vs_torch_compile']}x)")
+                    emit({**record, **env, "preset": a.preset, "short": a.short})
+            except PeerError as e:
+                raise SystemExit(f"error: {e}") from None
     if "decode" in a.parts:
         emit({**bench_decode(a, timer), **env, "preset": a.preset, "short": a.short})
+        if a.torch_python:
+            kinds = ("greedy", f"beam{a.beam}")
+            try:
+                for record in compare_decode_rounds(a, fixed_length_decoders(a), a.torch_python,
+                                                    Path(a.hf_script), a.rounds):
+                    log(f"compare_decode {record['round']}: " + ", ".join(
+                        f"{k} {record[f'project_{k}_sentences_per_s']} vs HF "
+                        f"{record[f'hf_{k}_sentences_per_s']} sentences/s ({record[f'vs_hf_{k}']}x)"
+                        for k in kinds))
+                    emit({**record, **env, "preset": a.preset, "short": a.short})
+            except PeerError as e:
+                raise SystemExit(f"error: {e}") from None
     if "data" in a.parts and jax.process_index() == 0:
         emit({**bench_data(a), "short": a.short})
 

@@ -46,20 +46,29 @@ class _Uncached:
         return logits, {"tokens": tokens}
 
 
+def _setup(a: argparse.Namespace):
+    """The benchmark model (random weights, no dropout) split for jit, the length limits and
+    the source batch."""
+    from flax import nnx
+
+    from model.transformer import Transformer
+
+    cfg = dataclasses.replace(model_config(a), dropout=0.0)
+    graphdef, params = nnx.split(Transformer(cfg, a.vocab, rngs=nnx.Rngs(params=0)))
+    # Every sentence may run to tgt_len tokens: limit = 0 * src_len + tgt_len.
+    kw = dict(max_len=a.tgt_len, max_len_a=0.0, max_len_b=a.tgt_len)
+    src = synthetic_batch(a.decode_batch, a.src_len, a.tgt_len, a.vocab, seed=1).src
+    return graphdef, params, kw, src
+
+
 def bench_decode(a: argparse.Namespace, timer: CompileTimer) -> dict:
     import jax
     import numpy as np
     from flax import nnx
 
     from model.decoding import beam_search, greedy_decode, make_decode_fn
-    from model.transformer import Transformer
 
-    cfg = dataclasses.replace(model_config(a), dropout=0.0)
-    model = Transformer(cfg, a.vocab, rngs=nnx.Rngs(params=0))
-    graphdef, params = nnx.split(model)
-    # Every sentence may run to tgt_len tokens: limit = 0 * src_len + tgt_len.
-    kw = dict(max_len=a.tgt_len, max_len_a=0.0, max_len_b=a.tgt_len)
-    src = synthetic_batch(a.decode_batch, a.src_len, a.tgt_len, a.vocab, seed=1).src
+    graphdef, params, kw, src = _setup(a)
 
     def greedy_uncached(state, src):
         return greedy_decode(nnx.merge(graphdef, state), src, use_cache=False, **kw)
@@ -97,3 +106,39 @@ def bench_decode(a: argparse.Namespace, timer: CompileTimer) -> dict:
         out[f"{kind}_cached_equals_uncached"] = bool(np.array_equal(outputs[f"{kind}_cached"],
                                                                     outputs[f"{kind}_uncached"]))
     return out
+
+
+def fixed_length_decoders(a: argparse.Namespace) -> Callable[[], dict[str, float]]:
+    """The KV-cached greedy and beam decoders with no EOS id, so that every sentence produces
+    exactly tgt_len tokens, as the Hugging Face peer is made to (min_new_tokens = max_new_tokens);
+    for --torch-python's decode rounds. Compiled and checked here; returns a function that
+    times both now: {"greedy": sentences/s, "beam<K>": sentences/s}, the best of decode_reps
+    calls each."""
+    import jax
+    import numpy as np
+
+    from model.decoding import make_decode_fn
+
+    graphdef, params, kw, src = _setup(a)
+    # eos_id -1 is no token: nothing ends a sentence before its limit (pad and BOS stay masked).
+    fns = {kind: make_decode_fn(graphdef, beam_size=k, alpha=0.6, eos_id=-1, **kw)
+           for kind, k in (("greedy", 1), (f"beam{a.beam}", a.beam))}
+    for kind, fn in fns.items():
+        tokens = np.asarray(jax.block_until_ready(fn(params, src)))  # compiles
+        lengths = np.count_nonzero(tokens, axis=1)  # pad is 0 and never generated
+        if tokens.shape[1] != a.tgt_len or not np.all(lengths == a.tgt_len):
+            raise RuntimeError(f"{kind}: expected {a.tgt_len} tokens per sentence, got lengths "
+                               f"{sorted(set(lengths.tolist()))}")
+
+    def sentences_per_s() -> dict[str, float]:
+        out = {}
+        for kind, fn in fns.items():
+            best = float("inf")
+            for _ in range(a.decode_reps):
+                t0 = time.perf_counter()
+                jax.block_until_ready(fn(params, src))
+                best = min(best, time.perf_counter() - t0)
+            out[kind] = a.decode_batch / best
+        return out
+
+    return sentences_per_s

@@ -4,8 +4,9 @@ The default workload (preset "default", the project's default model shape, `mode
 64 pairs of 32 source + 32 target tokens, one pair per row (no padding), vocab 8000, AdamW,
 label smoothing 0.1, dropout 0.1 (on the attention weights too, as nn.Transformer applies it,
 so the step takes the explicit attention path), float32, d_model 256 / 4 heads / FFN 1024 /
-3+3 layers. The PyTorch peer script that --torch-python runs gets the same workload on its
-command line (peer_compare.peer_command), so the two are compared on equal terms; run both in
+3+3 layers. The PyTorch peer that --torch-python runs (peers/torch_train.py, the same workload
+written with nn.Transformer) gets these sizes on its command line (peer_compare.peer_command),
+and the Hugging Face decoding peer (peers/hf_generate.py) the decode line's; run both sides in
 one session and compare ratios.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any, Optional
 
-from train.bench.peer_compare import DEFAULT_SCRIPT
+from train.bench.peer_compare import DECODE_SCRIPT, TRAIN_SCRIPT
 
 if TYPE_CHECKING:
     from data.batch import Batch
@@ -57,7 +58,7 @@ def parse_args(argv: Optional[list[str]] = None, description: Optional[str] = No
     g.add_argument("--attention-impl", choices=["fast", "explicit"], default="fast")
     g.add_argument("--remat", action="store_true", help="model.remat: recompute layer activations")
     g.add_argument("--torch-like", action="store_true",
-                   help="learned positions and an untied output layer, as in the PyTorch reference")
+                   help="learned positions and an untied output layer (the PyTorch peer gets the same)")
     g = p.add_argument_group("workload")
     g.add_argument("--batch", type=int, help="sentence pairs per step (global, over all devices)")
     g.add_argument("--src-len", type=int)
@@ -72,10 +73,16 @@ def parse_args(argv: Optional[list[str]] = None, description: Optional[str] = No
     g.add_argument("--mesh-data", type=int, default=-1, help="devices on the data axis (-1: all)")
     g.add_argument("--fsdp", action="store_true", help="train.fsdp: shard params and optimizer state")
     g.add_argument("--compilation-cache", default=None, help="persistent XLA cache dir (off by default)")
-    g = p.add_argument_group("against PyTorch (train.bench.peer_compare; needs --only train)")
-    g.add_argument("--torch-python", help="an interpreter with torch installed: after the train line, "
-                   "run interleaved rounds of this project, torch eager and torch.compile")
-    g.add_argument("--torch-script", default=str(DEFAULT_SCRIPT), help="the peer script (default: %(default)s)")
+    g = p.add_argument_group("against PyTorch and Hugging Face (train.bench.peer_compare; needs "
+                             "train or decode in --only)")
+    g.add_argument("--torch-python", help="an interpreter with torch (and transformers, for decode) "
+                   "installed, never the project's: after the train line, interleaved rounds of this "
+                   "project, torch eager and torch.compile; after the decode line, of the project's "
+                   "KV-cached greedy and beam search and transformers' generate")
+    g.add_argument("--torch-script", default=str(TRAIN_SCRIPT),
+                   help="the train peer (default: the project's peers/torch_train.py)")
+    g.add_argument("--hf-script", default=str(DECODE_SCRIPT),
+                   help="the decode peer (default: the project's peers/hf_generate.py)")
     g.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     g = p.add_argument_group("decode and data")
     g.add_argument("--decode-batch", type=int, help="sentences per decode call (default 64)")
@@ -96,8 +103,8 @@ def parse_args(argv: Optional[list[str]] = None, description: Optional[str] = No
     unknown = set(a.parts) - set(PARTS)
     if unknown:
         p.error(f"--only: unknown part(s) {sorted(unknown)}; choose from train, decode, data")
-    if a.torch_python and "train" not in a.parts:
-        p.error("--torch-python compares train steps: add train to --only")
+    if a.torch_python and not {"train", "decode"} & set(a.parts):
+        p.error("--torch-python compares train steps and decoding: add train or decode to --only")
     for flag in ("rounds", "timing_rounds"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} {getattr(a, flag)}: give at least 1")
@@ -121,8 +128,8 @@ def model_config(a: argparse.Namespace):
 
 
 def synthetic_batch(rows: int, src_len: int, tgt_len: int, vocab: int, seed: int = 0) -> "Batch":
-    """One pair per row, no padding: exactly the PyTorch peer's batch (random ids >= 4, the target
-    shifted by one token, as the peer script builds it)."""
+    """One pair per row, no padding, drawn as the PyTorch peer draws its own (peers/torch_train.py,
+    make_batch): random ids >= 4, a (rows, tgt_len + 1) target split into tgt_in and tgt_out."""
     import numpy as np
 
     from data.batch import Batch
