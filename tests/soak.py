@@ -9,8 +9,9 @@ run that is still ahead of it: while the data cache and tokenizer are first buil
 inside an asynchronous checkpoint save, during validation and decoding, while the probe writes its
 PNG and npz files, or during the final test decoding and summary; the soak watches the run's
 files, waits for that moment and sends SIGKILL, after a random jitter. The same command is then
-started again in the same run directory. After the last kill the run is left to finish, and is
-compared with an unbroken run of the same command: every array of the final checkpoint
+started again in the same run directory, until the run finishes; the kills left go to a new run
+directory with a new empty cache. Every finished run is compared with an unbroken run of the same
+command: every array of the final checkpoint
 (parameters, optimizer state, key, data position), every logged metric (`train/loss` at every
 step, validation, alignment and attention statistics), bitwise; no metric line missing or
 duplicated; the summary's scores. tests/test_soak.py runs a 3-kill version in the suite.
@@ -185,41 +186,49 @@ def soak(kills: int, seed: int, ws: Path) -> tuple[str, bool]:
     if ref.returncode != 0:
         raise SystemExit(f"soak: the unbroken run failed:\n{ref.stderr[-3000:]}")
 
-    run_dir, cache = ws / "soaked", ws / "cache_soaked"
     hit: collections.Counter = collections.Counter()
-    landed = 0
+    landed, episodes, differences, lost = 0, 0, 0, 0
+    details = []
     log = open(ws / "soak.log", "w")
+    # An episode is one run directory (and an empty data cache) killed until it finishes; a run
+    # has only so many moments, so the kills are spread over as many episodes as they need.
     while landed < kills:
-        ahead = moments(run_dir, cache)
-        if not ahead:
-            break
-        moment = rng.choice(ahead)
-        proc = subprocess.Popen(command(ws, run_dir, cache), cwd=REPO_ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        if wait_for(moment, proc, run_dir, cache, rng):
+        episodes += 1
+        run_dir, cache = ws / f"soaked{episodes}", ws / f"cache{episodes}"
+        while landed < kills:
+            ahead = moments(run_dir, cache)
+            if not ahead:
+                break
+            moment = rng.choice(ahead)
+            proc = subprocess.Popen(command(ws, run_dir, cache), cwd=REPO_ROOT, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+            if not wait_for(moment, proc, run_dir, cache, rng):
+                proc.wait()
+                if proc.returncode != 0:
+                    return f"soak: a rerun failed after {landed} kills (rc {proc.returncode}); see {ws / 'soak.log'}", False
+                break  # it finished before that moment came: the episode is complete
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             landed += 1
             hit[moment] += 1
-            print(f"soak: kill {landed}/{kills} during {moment} (checkpoints {saved_steps(run_dir)})",
-                  file=sys.stderr, flush=True)
-        else:
-            proc.wait()
-            if proc.returncode != 0:
-                return f"soak: a rerun failed after {landed} kills (rc {proc.returncode}); see {ws / 'soak.log'}", False
-    final = subprocess.run(command(ws, run_dir, cache), cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                           timeout=1200)
-    if final.returncode != 0:
-        return f"soak: the final rerun was refused or failed after {landed} kills:\n{final.stderr[-3000:]}", False
-    diff = compare(reference, run_dir)
-    differences = len(diff["changed"]) + len(diff["arrays"]) + len(diff["summary"]) + len(diff["extra"])
-    lost = len(diff["lost"]) + max(diff["duplicated"], 0)
+            print(f"soak: kill {landed}/{kills} during {moment} (episode {episodes}, checkpoints "
+                  f"{saved_steps(run_dir)})", file=sys.stderr, flush=True)
+        final = subprocess.run(command(ws, run_dir, cache), cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                               timeout=1200)
+        if final.returncode != 0:
+            return f"soak: the rerun after {landed} kills was refused or failed:\n{final.stderr[-3000:]}", False
+        diff = compare(reference, run_dir)
+        differences += len(diff["changed"]) + len(diff["arrays"]) + len(diff["summary"]) + len(diff["extra"])
+        lost += len(diff["lost"]) + max(diff["duplicated"], 0)
+        if any(diff.values()):
+            details.append({"episode": episodes, **{k: [str(x) for x in v] if isinstance(v, list) else v
+                                                    for k, v in diff.items()}})
     ok = differences == 0 and lost == 0 and landed == kills
     moments_hit = ", ".join(f"{k} {v}" for k, v in sorted(hit.items()))
     line = (f"soak: {landed}/{kills} kills survived, {differences} differences, {lost} lost log lines "
-            f"(seed {seed}, {time.time() - t0:.0f} s; kills during: {moments_hit})")
+            f"(seed {seed}, {time.time() - t0:.0f} s, {episodes} runs; kills during: {moments_hit})")
     if not ok:
-        line += "\n" + json.dumps({k: [str(x) for x in v] if isinstance(v, list) else v for k, v in diff.items()})[:3000]
+        line += "\n" + json.dumps(details)[:3000]
     return line, ok
 
 
