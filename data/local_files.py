@@ -53,10 +53,14 @@ def local_files(cfg: DataConfig, root: Path) -> dict[str, list[Path]]:
         if canon == "test" or (canon == "validation" and cfg.holdout_size > 0 and not any(found)):
             continue  # optional test; validation can be held out of train (logged later)
         missing = [s for s, f in zip(stems, found) if f is None]
+        names = sorted(p.name for p in folder.iterdir())
+        langs = sorted({n.split(".")[1] for n in names if n.startswith(f"{name}.") and n.count(".") >= 1} - {"gz"})
+        hint = (f" The {name} files there are in {', '.join(langs)}: set data.source_lang / data.target_lang "
+                f"to two of them." if cfg.format == "text" and langs else "")
         raise DataError(
             f"data=local: the {canon} split needs {' and '.join(missing)} (optionally .gz) in "
-            f"{folder}, which has {sorted(p.name for p in folder.iterdir())[:20]}. Add the file"
-            f"{'s' if len(missing) > 1 else ''} or set data.{canon}_split / data.format."
+            f"{folder}, which has {names[:20]}. Add the file"
+            f"{'s' if len(missing) > 1 else ''} or set data.{canon}_split / data.format.{hint}"
         )
     return out
 

@@ -68,6 +68,7 @@ class Translator:
                                    cfg.data.max_target_len)
         self.lines_seen = 0
         self.truncated = 0
+        self.undecodable = 0
 
     def translate(self, lines: list[str]) -> list[str]:
         """Outputs for `lines`, in order; blank lines stay blank and are not decoded."""
@@ -76,6 +77,10 @@ class Translator:
         from data.config import EOS_ID
 
         texts = [line.strip() for line in lines]
+        for i, text in enumerate(texts):
+            if "\ufffd" in text or "\x00" in text:  # bytes that were not UTF-8 text (a binary file?)
+                self.warn_undecodable(self.lines_seen + i + 1)
+                texts[i] = text.replace("\x00", " ").strip()
         todo = [i for i, t in enumerate(texts) if t]
         ids = self.tokenizer.encode([texts[i] for i in todo])
         limit = self.max_source_len - 1  # room for EOS
@@ -90,6 +95,13 @@ class Translator:
             for i, hyp in zip(todo, self.generator.translate(self.run.params, dataset)):
                 out[i] = hyp.replace("\n", " ")  # one output line per input line
         return out
+
+    def warn_undecodable(self, line_no: int) -> None:
+        self.undecodable += 1
+        if self.undecodable <= MAX_WARNINGS:
+            print(f"warning: input line {line_no} is not valid UTF-8 text; its bad bytes were replaced by "
+                  f"U+FFFD (convert the input to UTF-8, e.g. with iconv, for a faithful translation).",
+                  file=sys.stderr)
 
     def warn_truncated(self, line_no: int, n_tokens: int) -> None:
         self.truncated += 1
