@@ -111,3 +111,24 @@ def test_hub_dataset_that_does_not_exist_offline(tmp_path: Path, monkeypatch: py
 def test_a_config_typo_fails_before_any_work(tmp_path: Path):
     proc = run_cli(["-m", "train", "train.max_step=10", f"hydra.run.dir={tmp_path / 'run'}"], timeout=120)
     assert proc.returncode != 0 and "max_step" in proc.stderr and not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_with_another_vocabulary(run_dir: Path, tmp_path: Path):
+    """A run folder whose tokenizer.json was replaced by one of another vocabulary size."""
+    import shutil
+
+    import datasets
+
+    from data.config import DataConfig
+    from data.tokenizer import train_tokenizer
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    pairs = datasets.Dataset.from_dict({"source": ["the red cat sees a dog"] * 20, "target": ["el gato rojo"] * 20})
+    train_tokenizer(DataConfig(vocab_size=40), pairs).save(copy / "tokenizer.json")
+    before = fingerprint(copy)
+    proc = run_cli(["-m", "train.evaluate", f"run_dir={copy}", "limit=2"], env=FAST_XLA)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "vocab_size: checkpoint" in proc.stderr and "tokenizer.json" in proc.stderr
+    assert fingerprint(copy) == before
