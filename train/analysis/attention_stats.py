@@ -22,6 +22,8 @@ from scipy.special import (
     entr,  # -x log x with 0 log 0 = 0 (a plain x * log(x) gives NaN at 0)
 )
 
+from data.config import BOS_ID, EOS_ID
+
 STATS = ("entropy", "entropy_normalized", "confidence", "distance", "bos_eos_mass")
 
 
@@ -48,6 +50,15 @@ def reference_positions(q_valid: np.ndarray, k_valid: np.ndarray, cross: bool) -
     q_len = np.maximum(q_valid.sum(-1, keepdims=True), 1)  # (B, 1)
     k_len = k_valid.sum(-1, keepdims=True)  # (B, 1)
     return (i + 0.5) * k_len / q_len - 0.5
+
+
+def stats_of_kind(weights: np.ndarray, key_ids: np.ndarray, q_valid: np.ndarray, k_valid: np.ndarray,
+                  kind: str) -> dict[str, np.ndarray]:
+    """head_stats of one layer of attention type `kind` (encoder_self, decoder_self, cross), with
+    BOS/EOS keys as the sinks: what the probe logs and the explorer plots."""
+    special = np.isin(key_ids, (BOS_ID, EOS_ID))  # (B, S)
+    return head_stats(weights, q_valid, k_valid, causal=kind == "decoder_self", cross=kind == "cross",
+                      special_keys=special)
 
 
 def head_stats(weights: np.ndarray, q_valid: np.ndarray, k_valid: np.ndarray, *,

@@ -67,7 +67,7 @@ class MetricsLog:
         self.progress.log_point(step, step - self.interval_step, elapsed, logs["train/loss"],
                                 logs["train/tokens_per_s"])
         self.check_nonfinite(logs)
-        self.interval_start, self.interval_step, self.excluded_s = now(), step, 0.0
+        self.restart(step)
 
     def median_tokens_per_s(self) -> float | None:
         return float(np.median(self.throughput)) if self.throughput else None

@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from data.batch import Batch
-from data.config import BOS_ID, EOS_ID
+from data.config import BOS_ID
 from model.config import ATTENTION_TYPES
 from train.analysis.attention_plots import (
     AXIS_NAMES,
@@ -32,9 +32,9 @@ from train.analysis.attention_plots import (
 )
 from train.analysis.attention_stats import (
     STATS,
-    head_stats,
     layer_summary,
     stack_layers,
+    stats_of_kind,
 )
 from train.engine.sharding import to_host
 from train.evals.attention_forward import attention_maps_fn
@@ -120,11 +120,8 @@ def compute_stats(weights: dict[str, np.ndarray], batch: ProbeBatch) -> dict[str
     """{type: {stat: (L, H)}} over the real tokens of all K examples."""
     out = {}
     for kind in ATTENTION_TYPES:
-        q_ids, k_ids, q_valid, k_valid = queries_and_keys(batch, kind)
-        special = (k_ids == BOS_ID) | (k_ids == EOS_ID)  # (K, Tk)
-        per_layer = [head_stats(w, q_valid, k_valid, causal=kind == "decoder_self", cross=kind == "cross",
-                                special_keys=special)
-                     for w in weights[kind]]  # w: (K, H, Tq, Tk) per layer
+        _, k_ids, q_valid, k_valid = queries_and_keys(batch, kind)
+        per_layer = [stats_of_kind(w, k_ids, q_valid, k_valid, kind) for w in weights[kind]]  # w: (K, H, Tq, Tk)
         out[kind] = stack_layers(per_layer)
     return out
 

@@ -25,9 +25,8 @@ from typing import Optional
 
 import numpy as np
 
-from data.config import BOS_ID, EOS_ID
 from model.config import ATTENTION_TYPES
-from train.analysis.attention_stats import STATS, head_stats, stack_layers
+from train.analysis.attention_stats import STATS, stack_layers, stats_of_kind
 from train.errors import first_line
 
 FIELDS = ("weights", "query_tokens", "key_tokens", "query_valid", "key_valid", "key_ids")
@@ -118,10 +117,9 @@ def read_step(folder: Path, layers: dict[str, int]) -> dict[str, list[dict[str, 
 
 
 def layer_stats(layer: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
-    """head_stats of one layer, with the arguments train/evals/probe.py::compute_stats passes."""
-    special = np.isin(layer["key_ids"], (BOS_ID, EOS_ID))
-    return head_stats(layer["weights"].astype(np.float32), layer["query_valid"], layer["key_valid"],
-                      causal=kind == "decoder_self", cross=kind == "cross", special_keys=special)
+    """The statistics of one saved layer, computed as the probe computes them while training."""
+    return stats_of_kind(layer["weights"].astype(np.float32), layer["key_ids"], layer["query_valid"],
+                         layer["key_valid"], kind)
 
 
 def crop_tokens(layer: dict[str, np.ndarray]) -> list[list[list[str]]]:
