@@ -79,7 +79,7 @@ def test_table_lists_every_point_sorted_with_its_status(sweep_dir: Path):
 
     table = report["table"]
     assert table.splitlines()[0].startswith("| model.num_heads | seed | heads x dim | params | FLOPs/token | val loss")
-    assert "| 240.13k | 744.19k | 3.000 | 11.00 | 10.00 | 1001 | 41 | finished |" in table
+    assert "| 240.13k | 744.19k | 3.000 | 11.00 | 10.00 | – | – | 1001 | 41 | finished |" in table
     assert "unfinished (60/100 steps)" in table and "not started" in table
     assert "NonFiniteStop: loss is nan" in report["markdown"]
 

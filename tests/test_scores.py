@@ -69,3 +69,16 @@ def test_tutorial_bleu_is_lowercased_and_tokenized_beside_sacrebleu() -> None:
     assert "case:lc" in lc["bleu_lc_tok_signature"] and "tok:intl" in lc["bleu_lc_tok_signature"]
     assert standard["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert tutorial_bleu(refs, refs)["bleu_lc_tok"] == 100.0
+
+
+def test_degenerate_output_is_measured():
+    from train.evals.degeneracy import degeneracy_scores, has_loop, repeat_share
+
+    assert has_loop("y el el el el el el")  # the 4-gram "el el el el" occurs 3 times
+    assert has_loop("he aquí que yo he aquí que yo he aquí que yo")
+    assert not has_loop("he aquí que yo he aquí que yo")  # twice is not a loop
+    assert not has_loop("y dijo dios: sea la luz; y fué la luz")
+    assert repeat_share(["a b c d a b c d a b c d", "a b c d e"]) == 50.0 and repeat_share([]) == 0.0
+    scores = degeneracy_scores(["el el el el el el el el", "la casa"], ["el hombre", "la casa"])
+    assert scores == {"repeat_4gram": 50.0, "len_ratio": 2.5}  # 10 hypothesis tokens for 4
+    assert set(generation_scores("translation", ["a b"], ["a b"])) >= {"bleu", "repeat_4gram", "len_ratio"}

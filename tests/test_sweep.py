@@ -31,48 +31,71 @@ def run_dirs(sweep: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_two_point_sweep_then_report(tmp_path: Path):
+def test_two_point_two_seed_sweep_then_report(tmp_path: Path):
     write_corpus(tmp_path / "corpus")
     sweep = tmp_path / "multirun" / "heads"
     proc = run_cli([
-        "-m", "train", "-m", "model.num_heads=1,2", *TINY,
+        "-m", "train", "-m", "model.num_heads=1,2", "seed=0,1", *TINY,
         "data=local", f"data.path={tmp_path / 'corpus'}", f"data.cache_dir={tmp_path / 'cache'}",
         "data.vocab_size=100", "data.max_source_len=16", "data.max_target_len=16",
         "data.max_tokens=256", "train.max_steps=12", "train.log_every=4", "train.eval_every=12",
         "train.checkpoint_every=0", "train.val_bleu_examples=4", "train.probe_examples=2", "train.progress=false",
-        f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}_heads${model.num_heads}",
+        f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}_heads${model.num_heads}_seed${seed}",
     ], timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
 
-    # The data was prepared once, before the jobs: both jobs then found it in the cache.
+    # The data was prepared once, before the jobs: every job then found it in the cache.
     assert out.count("prepared once for all jobs") == 1 and out.count("Training a bpe tokenizer") == 1
-    assert out.count("data cache: hit=True") == 2
+    assert out.count("data cache: hit=True") == 4
     record = json.loads((sweep / "sweep.json").read_text())
-    assert record["swept"] == ["model.num_heads"] and len(record["points"]) == 2
+    assert record["swept"] == ["model.num_heads", "seed"] and len(record["points"]) == 4
 
     runs = run_dirs(sweep)
-    assert [p.name for p in runs] == ["0_heads1", "1_heads2"]
-    for heads, run in zip((1, 2), runs):
+    assert [p.name for p in runs] == ["0_heads1_seed0", "1_heads1_seed1", "2_heads2_seed0", "3_heads2_seed1"]
+    for heads, run in zip((1, 1, 2, 2), runs):
         summary = json.loads((run / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["steps"] == 12
         assert summary["params"] > 0 and summary["flops_per_token"] > 0
+        assert 0 <= summary["test/repeat_4gram"] <= 100 and summary["test/len_ratio"] > 0  # loops, length
+        wall = summary["wall_breakdown_s"]  # where the time went, phase by phase
+        assert {"data", "setup", "compile", "train_steps", "probe", "checkpoint", "test", "total"} <= set(wall)
+        assert {"validation/ValidationLoss", "validation/GenerationScores"} <= set(wall)
+        assert sum(v for k, v in wall.items() if k != "total") == pytest.approx(wall["total"], abs=3.0)
         assert json.loads((run / "job_status.json").read_text())["status"] == "finished"
         assert yaml.safe_load((run / ".hydra/config.yaml").read_text())["model"]["num_heads"] == heads
+        # What the report's significance test reads: one line per test pair.
+        assert len((run / "test.hyp.txt").read_text().splitlines()) == 12
+        assert (run / "test.ref.txt").read_text().splitlines()[0] == (tmp_path / "corpus/test.tgt").read_text().splitlines()[0]
     # head_dim unset: the heads split d_model, so both points have the same size and cost.
-    first, second = (json.loads((r / "summary.json").read_text()) for r in runs)
+    first, second = (json.loads((r / "summary.json").read_text()) for r in (runs[0], runs[2]))
     assert first["params"] == second["params"] and first["flops_per_token"] == second["flops_per_token"]
 
     report = run_cli(["-m", "train.report", str(sweep)], timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
     folder = sweep / "report"
-    assert {"report.md", "report.csv", "metric_vs_model.num_heads.png", "val_curves.png",
-            "attention_entropy.png"} <= {p.name for p in folder.iterdir()}
+    assert {"report.md", "report.csv", "report.html", "points.csv", "metric_vs_model.num_heads.png",
+            "val_curves.png", "attention_entropy.png"} <= {p.name for p in folder.iterdir()}
     lines = [line for line in report.stdout.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| model.num_heads | heads x dim | params | FLOPs/token | val loss | val bleu | test bleu")
-    assert lines[2].startswith("| 1 | 1x32 |") and lines[3].startswith("| 2 | 2x16 |")
-    assert all(line.rstrip().endswith("| finished |") for line in lines[2:])
+    assert lines[0].startswith("| model.num_heads | seed | heads x dim | params | FLOPs/token | val loss | val bleu | test bleu")
+    assert lines[2].startswith("| 1 | 0 | 1x32 |") and lines[5].startswith("| 2 | 1 | 2x16 |")
+    assert all(line.rstrip().endswith("| finished |") for line in lines[2:6])
+    # The points table: two points, each over 2 seeds, with intervals; then the test of 2 heads vs 1.
+    points = [line for line in lines if line.startswith(("| 1 | 2/2 |", "| 2 | 2/2 |"))]
+    assert len(points) == 2 and all(" ± " in line and "[" in line for line in points)
+    assert "model.num_heads=2 vs model.num_heads=1: " in report.stdout and "over 2 seeds" in report.stdout
     assert "attention entropy by layer and head count" in report.stdout and "cross:" in report.stdout
+
+    # The page opens in Chromium without an error and fetches nothing; its links reach the explorers.
+    from tests.test_explorer_browser import assert_clean, need_chromium, opened
+
+    page_html = (folder / "report.html").read_text()
+    assert page_html.count('explorer.html">open</a>') == 4
+    need_chromium()
+    with opened(folder / "report.html") as (page, errors, requests):
+        assert page.locator("img").count() >= 3 and page.locator("table").count() == 2
+        assert "p = " in page.inner_text("body") or "p ≤ " in page.inner_text("body")
+        assert_clean(errors, requests)
 
 
 def test_invalid_grid_fails_before_any_job(tmp_path: Path):

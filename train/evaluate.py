@@ -87,7 +87,7 @@ def evaluate(args) -> dict:
     from data.pipeline import (
         PreparedData,  # imported late: errors above answer in a second or two
     )
-    from train.evals.generation import Generator
+    from train.evals.generation import Generator, write_lines
     from train.evals.scores import generation_scores, tutorial_bleu
 
     if args.limit is not None:
@@ -122,9 +122,7 @@ def evaluate(args) -> dict:
     }
     out_dir = run.run_dir / "eval"
     out_dir.mkdir(exist_ok=True)
-    # One hypothesis per line, whatever the model emits: a newline inside one would shift the rest.
-    (out_dir / f"{args.split}.hyp.txt").write_text(
-        "".join(h.replace("\n", " ") + "\n" for h in hyps), encoding="utf-8")
+    write_lines(out_dir / f"{args.split}.hyp.txt", hyps)
     (out_dir / f"{args.split}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
 

@@ -35,6 +35,7 @@ from train.engine.checkpoint import (
     config_hash,
     model_defining,
 )
+from train.engine.finish import test_scores, write_explorer_page
 from train.engine.hooks import Hooks
 from train.engine.loggers import Loggers, NoLoggers
 from train.engine.optimizer import make_optimizer
@@ -61,7 +62,8 @@ from train.engine.signals import EXIT_CODES, StopSignals, resume_command
 from train.engine.step import TrainState, create_state, make_train_step
 from train.engine.train_metrics import MetricsLog
 from train.engine.validation import Validation
-from train.errors import RunError, first_line
+from train.engine.wall_time import WallTime
+from train.errors import first_line
 from train.evals.alignment import AlignmentEvaluator, gold_reversed, length_buckets
 from train.evals.generation import GenerationScores, Generator
 from train.evals.probe import AttentionProbe
@@ -84,6 +86,7 @@ class Trainer:
         self.batches: Optional[Prefetcher] = None  # the consumer side: its state() is what was trained on
         self.start_step = 0
         self.last_save_time, self.last_saved_step = now(), -1
+        self.wall = WallTime()  # seconds per phase, for summary.json's wall_breakdown_s
 
     # ---- set-up -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -94,13 +97,20 @@ class Trainer:
         quiet_library_logs()
         enable_compilation_cache(cfg.train.compilation_cache)
         datasets.disable_progress_bars()  # the run's own bar is the one to watch
-        self.data: PreparedData = prepare(cfg.data, REPO_ROOT)
+        with self.wall.phase("data"):  # tokenizer and tokenized splits: trained and built, or read back
+            self.data: PreparedData = prepare(cfg.data, REPO_ROOT)
         for split, stats in self.data.stats.items():
             if isinstance(stats, dict) and self.writer:
                 print(f"data {split}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
         if self.writer:  # the run directory carries its own tokenizer, so evaluate/translate need nothing else
             self.data.tokenizer.save(self.run_dir / "tokenizer.json")
 
+        with self.wall.phase("setup"):
+            self._build_run()
+
+    def _build_run(self) -> None:
+        """Model, step, checkpoints (resuming from the latest), loggers, evaluators and hooks."""
+        cfg = self.cfg
         self._build_model_and_step()
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=cfg.train.keep_checkpoints, writer=True)
         check_free_space(self.checkpointer.directory, state_bytes(self.state), cfg.train.keep_checkpoints)
@@ -192,7 +202,7 @@ class Trainer:
         self.hooks = Hooks(last_step=train.max_steps)
         self.metrics = MetricsLog(self, progress, self.check_nonfinite)
         self.validation = Validation(self.evaluators, self.probe, self.loggers, lambda: self.state.params,
-                                     self.save, progress, self.metrics.exclude)
+                                     self.save, progress, self.metrics.exclude, self.wall)
         self.hooks.add(self.metrics, every=train.log_every, at_last=True)
         faults.install(self)  # test-only faults, when their environment variables are set
         self.hooks.add(self.validation, every=train.eval_every, at_last=False)
@@ -213,7 +223,8 @@ class Trainer:
         progress.open()
         with self._session(progress):
             if self.start_step == 0:  # the maps at initialisation: the baseline every later probe is read against
-                self.probe.run(0, self.state.params, self.loggers)
+                with self.wall.phase("probe"):
+                    self.probe.run(0, self.state.params, self.loggers)
             # The prefetch thread places each batch on the devices (its rows split over them).
             self.batches = Prefetcher(self.train_batches, size=cfg.data.prefetch,
                                       transform=lambda batch: put_batch(batch, self.batch_sharding))
@@ -235,6 +246,7 @@ class Trainer:
         t0 = self.metrics.interval_start
         jax.block_until_ready(self.state.step)
         self.compile_s = now() - t0
+        self.wall.add("compile", self.compile_s)
         self.metrics.restart(step=self.start_step + 1)
 
     @contextlib.contextmanager
@@ -292,7 +304,8 @@ class Trainer:
             "model_config": asdict(self.cfg.model),
             "vocab_size": self.data.vocab_size,
         }
-        self.checkpointer.save(step, {"state": self.state, "key": self.base_key}, meta, metric)
+        with self.wall.phase("checkpoint"):
+            self.checkpointer.save(step, {"state": self.state, "key": self.base_key}, meta, metric)
         self.last_save_time, self.last_saved_step = now(), step
         self.hooks.after_save(step)
 
@@ -347,13 +360,11 @@ class Trainer:
     # ---- the end ----------------------------------------------------------------------------
     def finish_summary(self, val: dict, wall_s: float) -> dict:
         summary: dict[str, Any] = dict(val)
-        if self.data.splits.get("test") is not None:
-            test_loss = ValidationLoss(self.graphdef, self.data.splits["test"], self.cfg.data,
-                                       self.batch_sharding, split="test", eval_step=self.val_loss.step)
-            summary.update(test_loss(self.state.params))
-            scores = self.generator.score_split(self.state.params, "test", limit=None,
-                                                hyp_path=self.run_dir / "test.hyp.txt" if self.writer else None)
-            summary.update({f"test/{k}": v for k, v in scores.items()})
+        with self.wall.phase("test"):
+            if self.data.splits.get("test") is not None:
+                summary.update(test_scores(self.graphdef, self.data.splits["test"], self.cfg.data, self.batch_sharding,
+                                           self.val_loss.step, self.generator, self.state.params,
+                                           self.run_dir if self.writer else None))
         summary.update({
             "train/tokens_per_s": self.metrics.median_tokens_per_s(),
             "params": self.num_params,
@@ -366,25 +377,13 @@ class Trainer:
             "status": "finished",
         })
         if self.writer:
-            self._write_explorer()  # before the summary, which marks the run finished
+            if self.cfg.train.explorer and self.probe.enabled:
+                with self.wall.phase("explorer"):
+                    write_explorer_page(self.run_dir, self.loggers)  # before the summary, which marks the run finished
+            summary["wall_breakdown_s"] = self.wall.breakdown(loop_s=wall_s)
             write_atomically(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.loggers.finish(summary, "finished")
         return summary
-
-
-    def _write_explorer(self) -> None:
-        """The run's attention explorer page (train/explore/), when the probe saved maps."""
-        if not (self.cfg.train.explorer and self.probe.enabled):
-            return
-        from train.explore import write_explorer
-
-        try:
-            path = write_explorer(self.run_dir)
-        except RunError as e:  # a page is a view of the run: never a reason to fail it
-            print(f"warning: no explorer page: {e}", file=sys.stderr)
-            return
-        self.loggers.html("explorer", path)
-        print(f"explorer: {path}")
 
 
 def run(cfg: Config, run_dir: Path, group: Optional[str] = None) -> dict:

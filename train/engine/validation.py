@@ -11,15 +11,17 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 from train.engine.progress import Progress, now
+from train.engine.wall_time import WallTime
 from train.evals.base import SELECTION, Evaluator
 
 
 class Validation:
     def __init__(self, evaluators: Sequence[Evaluator], probe: Any, loggers: Any,
                  params: Callable[[], Any], save: Callable[[Optional[float]], None], progress: Progress,
-                 exclude_time: Callable[[float], None]):
+                 exclude_time: Callable[[float], None], wall: Optional[WallTime] = None):
         self.evaluators, self.probe, self.loggers = list(evaluators), probe, loggers
         self.params, self.save, self.progress, self.exclude_time = params, save, progress, exclude_time
+        self.wall = wall or WallTime()
 
     def run(self, step: int, final: bool = False, record: bool = True) -> dict[str, float]:
         """Evaluate, log, probe and save; return the scalars.
@@ -33,13 +35,15 @@ class Validation:
         results: dict[str, float] = {}
         selection = None
         for evaluator in self.evaluators:
-            scores = evaluator(params, final)
+            with self.wall.phase(f"validation/{type(evaluator).__name__}"):
+                scores = evaluator(params, final)
             selection = scores.pop(SELECTION, selection)
             results.update(scores)
         if not record:
             return results
         self.loggers.scalars(step, results)
-        self.probe.run(step, params, self.loggers)
+        with self.wall.phase("probe"):
+            self.probe.run(step, params, self.loggers)
         if not final:
             self.progress.write(f"step {step}: " + "  ".join(f"{k}={v:.3f}" for k, v in results.items()))
         self.save(selection)

@@ -20,6 +20,11 @@ from train.evals.scores import generation_scores
 DECODE_BUCKETS = [16, 32, 64, 128, 256, 512, 1024]
 
 
+def write_lines(path: Path, texts: list[str]) -> None:
+    """One text per line, whatever it holds: a newline inside one would shift the rest."""
+    path.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
+
+
 class Generator:
     def __init__(self, graphdef: Any, data: PreparedData, cfg: DecodeConfig, task: str,
                  max_source_len: int, max_target_len: int):
@@ -47,15 +52,19 @@ class Generator:
         return self.data.tokenizer.decode_batch(self.decode_ids(params, dataset))
 
     def score_split(self, params: Any, split: str, limit: Optional[int] = None,
-                    hyp_path: Optional[Path] = None, prefix: Optional[int] = None) -> dict:
+                    hyp_path: Optional[Path] = None, ref_path: Optional[Path] = None,
+                    prefix: Optional[int] = None) -> dict:
         """Scores of the first `limit` examples (all when None). With `prefix`, also the scores
-        of the first `prefix` examples under "prefix", from the same hypotheses."""
+        of the first `prefix` examples under "prefix", from the same hypotheses. `hyp_path` and
+        `ref_path` receive the hypotheses and references, one per line (what the sweep report's
+        significance tests read)."""
         dataset = self.data.splits[split]
         n = len(dataset) if limit is None else min(limit, len(dataset))
         subset = dataset.select(range(n))
         hyps = self.translate(params, subset)
-        if hyp_path is not None:
-            Path(hyp_path).write_text("".join(h + "\n" for h in hyps))
+        for path, texts in ((hyp_path, hyps), (ref_path, subset["target"])):
+            if path is not None:
+                write_lines(Path(path), texts)
         scores = generation_scores(self.task, hyps, subset["target"])
         if prefix is not None:
             scores["prefix"] = generation_scores(self.task, hyps[:prefix], subset["target"][:prefix])

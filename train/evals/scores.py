@@ -13,6 +13,8 @@ import re
 
 import sacrebleu
 
+from train.evals.degeneracy import degeneracy_scores
+
 # Words whose trailing period does not end a sentence, as written (case matters: "sat." ends
 # one, "Sat." may not): titles, company words, months, weekdays, dotted abbreviations.
 ABBREVIATIONS = frozenset("""
@@ -97,9 +99,12 @@ def summarization_scores(hypotheses: list[str], references: list[str]) -> dict:
 
 
 def generation_scores(task: str, hypotheses: list[str], references: list[str]) -> dict:
+    """The task's scores (BLEU and chrF, or ROUGE) and how degenerate the text is (loops, length)."""
     if task == "summarization":
-        return summarization_scores(hypotheses, references)
-    return translation_scores(hypotheses, references)
+        scores = summarization_scores(hypotheses, references)
+    else:
+        scores = translation_scores(hypotheses, references)
+    return {**scores, **degeneracy_scores(hypotheses, references)}
 
 
 def primary_metric(task: str) -> str:

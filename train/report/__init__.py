@@ -5,9 +5,12 @@
     values.py  swept values and metrics as numbers: parsing, sorting, mean and spread
     table.py   one row per run, the Markdown table and the CSV
     plots.py   the figures, each with a text version for the Markdown
-    build.py   the report files (report.md, report.csv, the figures) from a sweep directory
+    statistics.py  intervals over seeds and the paired bootstrap test (sacreBLEU's statistics)
+    seeds.py   a seed sweep read as points: per-point intervals and each point tested against a baseline
+    page.py    report.html, the report as one self-contained page
+    build.py   the report files (report.md, report.csv, report.html, the figures) from a sweep directory
 
-It reads files only: it may import numpy, omegaconf, matplotlib (plots.py, lazily) and
+It reads files only: it may import numpy, scipy, sacrebleu, omegaconf, matplotlib (plots.py, lazily) and
 train.sweep.callbacks / train.evals.scores / model.config (constants only) for file names, the
 task's metric and the attention types; never JAX, Flax or the model code.
 """

@@ -1,12 +1,16 @@
 """The report of one sweep directory: read its runs (and the grid points that never started),
-write report.md, report.csv and the figures under DIR/report/ (or --out)."""
+write report.md, report.csv, report.html and the figures under DIR/report/ (or --out); with
+`seed` swept, also points.csv (every metric's mean, sd and 95% interval per point) and the
+significance of each point's test BLEU against the baseline point."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional
 
+from train.report.page import render_page
 from train.report.plots import attention_entropy, metric_vs_key, val_curves
+from train.report.seeds import display_points, group_points, point_keys, point_row, significance
 from train.report.sweep import (
     REPORT_DIR,
     find_runs,
@@ -25,8 +29,11 @@ from train.report.table import (
 )
 
 
-def build_report(root: Path, out_dir: Optional[Path] = None, plots: bool = True) -> dict[str, Any]:
-    """Read every run under `root`, write the report files; return {"rows", "markdown", "files"}."""
+def build_report(root: Path, out_dir: Optional[Path] = None, plots: bool = True,
+                 baseline: Optional[str] = None) -> dict[str, Any]:
+    """Read every run under `root`, write the report files; return {"rows", "markdown", "files",
+    "points", "tests", ...}. `baseline`: text that picks the point the others are tested against
+    (e.g. "model.num_heads=1"; default: the first point)."""
     root = Path(root)
     runs = find_runs(root)
     recorded, points = sweep_record(root)
@@ -50,6 +57,17 @@ def build_report(root: Path, out_dir: Optional[Path] = None, plots: bool = True)
               f"val/test {metric} are scored on the whole splits at the end of training "
               "(for unfinished runs: the last evaluation, on the validation subset).", ""]
     sections = [table]
+    points, point_rows, tests = [], [], []
+    if "seed" in keys:
+        points = group_points(runs, keys)
+        point_rows = display_points(points, keys, metric)
+        sections.append("Over seeds: mean ± sd [95% confidence interval of the mean] of the finished seeds of "
+                        "each point; failed and unfinished runs are counted, never averaged.\n\n"
+                        + markdown_table(point_rows))
+        tests = significance(points, keys, metric, baseline) if len(point_keys(keys)) else []
+        if tests:
+            sections.append("Significance (paired bootstrap over the test sentences, 1000 resamples, all seeds "
+                            "of both points, two-sided):\n\n" + "\n".join(f"- {t.sentence}" for t in tests))
     failed = [r for r in runs if r.status == "failed"]
     if failed:
         sections.append("Failed runs:\n" + "\n".join(f"- {r.name}: {r.error}" for r in failed))
@@ -69,7 +87,18 @@ def build_report(root: Path, out_dir: Optional[Path] = None, plots: bool = True)
 
     markdown = "\n".join(header) + "\n" + "\n\n".join(sections) + "\n"
     (out_dir / "report.md").write_text(markdown)
+    figures = files
+    files = [out_dir / "report.md"]
     if rows:
         write_csv(out_dir / "report.csv", rows)
-    files = [out_dir / "report.md", out_dir / "report.csv", *files]
-    return {"rows": rows, "markdown": markdown, "table": table, "files": files, "keys": keys}
+        files.append(out_dir / "report.csv")
+    if points:
+        write_csv(out_dir / "points.csv", [point_row(p, keys, metric) for p in points])
+        files.append(out_dir / "points.csv")
+    page = render_page(header[0].lstrip("# "), header[2:], point_rows,
+                       [(t.sentence, bool(t.comparison and t.comparison.p_value < 0.05)) for t in tests],
+                       shown, runs, figures, out_dir)
+    (out_dir / "report.html").write_text(page, encoding="utf-8")
+    files = [*files, out_dir / "report.html", *figures]
+    return {"rows": rows, "markdown": markdown, "table": table, "files": files, "keys": keys,
+            "points": points, "tests": tests}

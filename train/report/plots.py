@@ -1,7 +1,7 @@
 """The report's figures, each with a text version for report.md and the terminal.
 
   metric_vs_<key>.png       final validation loss / metric and test metric against each swept key
-                            (mean and standard deviation over seeds when `seed` is swept)
+                            (mean and 95% confidence interval over seeds when `seed` is swept)
   val_curves.png            validation loss and metric against step, all runs overlaid
   attention_entropy.png     per-layer attention entropy (nats, mean over heads, at the last
                             probe) against the head count, one panel per attention type
@@ -19,6 +19,7 @@ from typing import Optional
 
 from model.config import ATTENTION_TYPES
 from train.report.runs import Run
+from train.report.statistics import interval
 from train.report.sweep import sorted_values
 from train.report.values import finite_number, mean_sd_n, sort_key
 
@@ -81,14 +82,14 @@ def metric_vs_key(runs: list[Run], keys: list[str], key: str, metric: str, out_d
                 vals = [finite_number(r.summary.get(m)) for r in members if r.value(key) == x]
                 vals = [v for v in vals if v is not None]
                 if vals:
-                    mu, sd, _ = mean_sd_n(vals)
-                    px.append(i), mean.append(mu), err.append(sd)
+                    iv = interval(vals)
+                    px.append(i), mean.append(iv.mean), err.append(iv.half_width)
                     ax.scatter([i] * len(vals), vals, s=10, alpha=0.35, color="gray")
             label = " ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(others, line)) or None
             ax.errorbar(px, mean, yerr=err if seeds else None, marker="o", capsize=3, label=label)
         ax.set_xticks(range(len(xs)), xs)
         ax.set_xlabel(key)
-        ax.set_title(title + (" (mean ± sd over seeds)" if seeds else ""), fontsize=9)
+        ax.set_title(title + (" (mean, 95% CI over seeds)" if seeds else ""), fontsize=9)
         ax.grid(alpha=0.3)
     if others:
         axes[0][-1].legend(fontsize=7)

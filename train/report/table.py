@@ -6,6 +6,9 @@ stay the same across head counts; with `model.head_dim` set, the attention width
 num_heads * head_dim and both grow with it. The `heads x dim` column shows which, and
 `params` and `FLOPs/token` make the points comparable either way.
 
+`test loops %` is the share of test hypotheses in which some 4-gram occurs 3 or more times and
+`test len ratio` their length over the references' (train/evals/degeneracy.py).
+
 The head-analysis columns (HEAD_COLUMNS) are left out of the shown table when no run has one.
 """
 
@@ -69,6 +72,8 @@ def row_for(run: Run, keys: list[str], metric: str) -> dict[str, Any]:
         "val loss": s["val/loss"] if "val/loss" in s else last_value(run, "val/loss"),
         f"val {metric}": s[f"val/{metric}"] if f"val/{metric}" in s else last_value(run, f"val/{metric}"),
         f"test {metric}": s.get(f"test/{metric}"),
+        "test loops %": s.get("test/repeat_4gram"),
+        "test len ratio": s.get("test/len_ratio"),
         "tokens/s": throughput,
         "wall s": s.get("wall_s"),
         "steps": steps,
@@ -115,6 +120,8 @@ def display_row(row: dict[str, Any], keys: list[str], metric: str) -> dict[str, 
         "val loss": _fixed(row["val loss"], 3),
         f"val {metric}": _fixed(row[f"val {metric}"], 2),
         f"test {metric}": _fixed(row[f"test {metric}"], 2),
+        "test loops %": _fixed(row["test loops %"], 1),
+        "test len ratio": _fixed(row["test len ratio"], 2),
         "tokens/s": _fixed(row["tokens/s"], 0),
         "wall s": _fixed(row["wall s"], 0),
         "prunable heads": "–" if finite_number(row["prunable heads"]) is None else f"{row['prunable heads']:.0%}",
