@@ -13,6 +13,14 @@ Two code paths give the same outputs:
     which sets it on a merged copy for a probe forward; training never sets it, so the training
     step keeps the fast path and sows nothing.
 A query row with no key to attend to (a padding query) gets zero output in both paths, never NaN.
+
+Heads can be removed for real: a module built with num_heads=0 has no q/k/v or output kernel, only
+the output bias (`out_bias`), and returns it at every position, which is what the full module
+returns with every head gated off (model.head_counts, `python -m train.prune`). Orbax cannot
+store zero-size arrays, hence the separate parameter. With gates="concrete" every head has a
+Hard Concrete gate (model/gates.py): its `gate_log_alpha` (H,) is a parameter, the gate is sampled
+from the module's dropout key in training and deterministic otherwise, and it multiplies the
+head's output together with the `head_gates` argument.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from model import gates as hard_concrete
 from model.dropout import dropout as apply_dropout
 from model.matmul import dot_general
 
@@ -71,12 +80,15 @@ class MultiHeadAttention(nnx.Module):
 
     def __init__(self, d_model: int, num_heads: int, head_dim: int | None = None, *,
                  self_attention: bool = True, dropout: float = 0.0, impl: str = "fast",
-                 dtype=jnp.float32, rngs: nnx.Rngs):
+                 dtype=jnp.float32, gates: str = "none", gate_init: float = 3.0, rngs: nnx.Rngs):
         self.num_heads = num_heads
+        if head_dim is None and num_heads == 0:
+            raise ValueError("a module without heads needs an explicit head_dim")
         self.head_dim = head_dim if head_dim is not None else d_model // num_heads
         self.self_attention = self_attention
         self.impl = impl
         self.dropout_rate = dropout
+        self.dtype = dtype
         self.record_weights = False  # set only by model/attention_maps.py (see the module docstring)
         width = num_heads * self.head_dim
 
@@ -84,12 +96,17 @@ class MultiHeadAttention(nnx.Module):
             return nnx.Linear(d_in, d_out, dtype=dtype, dot_general=dot_general, rngs=rngs,
                               kernel_init=_xavier_uniform_per_projection(num))
 
+        if num_heads == 0:  # only the output bias is left (nnx.Linear's bias init: zeros)
+            self.out_bias = nnx.Param(jnp.zeros((d_model,), jnp.float32))
+            return
         if self_attention:
             self.qkv = linear(d_model, 3 * width, 3)
         else:
             self.q = linear(d_model, width)
             self.kv = linear(d_model, 2 * width, 2)
         self.out = linear(width, d_model)
+        if gates == "concrete":
+            self.gate_log_alpha = nnx.Param(jnp.full((num_heads,), gate_init, jnp.float32))  # (H,)
 
     def _heads(self, x: jax.Array, num: int) -> list[jax.Array]:
         """(B, T, num * W) -> num arrays (B, T, H, K)."""
@@ -97,10 +114,24 @@ class MultiHeadAttention(nnx.Module):
         x = x.reshape(b, t, num, self.num_heads, self.head_dim)
         return [x[:, :, i] for i in range(num)]
 
+    @property
+    def gated(self) -> bool:
+        """Whether this module has Hard Concrete gates (a `gate_log_alpha` parameter)."""
+        return hasattr(self, "gate_log_alpha")
+
     def project_kv(self, context: jax.Array) -> dict[str, jax.Array]:
         """Keys and values of a cross-attention context: (B, S, D) -> {"k", "v"}: (B, S, H, K)."""
+        if self.num_heads == 0:
+            empty = jnp.zeros(context.shape[:2] + (0, self.head_dim), self.dtype)
+            return {"k": empty, "v": empty}
         k, v = self._heads(self.kv(context), 2)
         return {"k": k, "v": v}
+
+    def _bias_only(self, x: jax.Array) -> jax.Array:
+        """The output of a module without heads: its output bias at every position, (B, T, D).
+        It records no attention weights (model/attention_maps.py fills in its empty layer)."""
+        bias = self.out_bias[...].astype(self.dtype)
+        return jnp.broadcast_to(bias, x.shape[:2] + bias.shape)
 
     def __call__(self, x: jax.Array, mask: jax.Array | None, context: jax.Array | None = None, *,
                  kv: dict[str, jax.Array] | None = None, dropout_key: jax.Array | None = None,
@@ -111,6 +142,8 @@ class MultiHeadAttention(nnx.Module):
         output before the output projection (0 removes the head; differentiable).
         Returns (B, T, D).
         """
+        if self.num_heads == 0:
+            return self._bias_only(x)
         if self.self_attention:
             q, k, v = self._heads(self.qkv(x), 3)  # each (B, T, H, K)
         else:
@@ -128,6 +161,8 @@ class MultiHeadAttention(nnx.Module):
         search use: one slice update) or (B,) per row (a scatter, much slower on the CPU).
         Returns ((B, 1, D), new cache).
         """
+        if self.num_heads == 0:
+            return self._bias_only(x), cache
         q, k, v = self._heads(self.qkv(x), 3)  # each (B, 1, H, K)
         position = jnp.asarray(position, jnp.int32)
         if position.ndim == 0:
@@ -157,10 +192,20 @@ class MultiHeadAttention(nnx.Module):
                 # explicit path (their result is never used, but both paths should agree).
                 has_key = jnp.any(mask, axis=-1)  # (B or 1, H or 1, T)
                 out = out * jnp.swapaxes(has_key, 1, 2)[..., None].astype(out.dtype)
-        if head_gates is not None:
-            out = out * head_gates.astype(out.dtype)[None, None, :, None]
+        gates = self._gates(head_gates, dropout_key)
+        if gates is not None:
+            out = out * gates.astype(out.dtype)[None, None, :, None]
         b, t = out.shape[:2]
         return self.out(out.reshape(b, t, -1))  # (B, T, D)
+
+    def _gates(self, head_gates: jax.Array | None, dropout_key: jax.Array | None) -> jax.Array | None:
+        """The (H,) factor on each head's output: head_gates times the Hard Concrete gates, if any.
+        The gate noise has its own key, folded from the dropout key (training); no key, no noise."""
+        if not self.gated:
+            return head_gates
+        key = None if dropout_key is None else jax.random.fold_in(dropout_key, hard_concrete.GATE_KEY_SITE)
+        z = hard_concrete.gate_values(self.gate_log_alpha[...], key)  # (H,) float32
+        return z if head_gates is None else z * head_gates.astype(jnp.float32)
 
     def _explicit(self, q, k, v, mask, dropout_key):
         scale = self.head_dim ** -0.5

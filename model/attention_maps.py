@@ -11,6 +11,10 @@ Call it on a merged model inside `jax.jit` (the flag is set on that copy only):
     model = nnx.merge(graphdef, params)
     logits, maps = forward_with_attention(model, src, tgt_in)
     maps["cross"]  # (L, B, H, T, S) float32
+
+Layers with fewer heads than the widest layer of their type (model.head_counts) are padded to
+its head count with NaN: a NaN map means "no such head", never a weight (numpy's nan* functions
+and the analyses skip them; a real head's map is never NaN, its padding rows are 0).
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ def forward_with_attention(model: nnx.Module, src: jax.Array, tgt_in: jax.Array,
                            types: tuple[str, ...] = ATTENTION_TYPES) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Teacher-forced logits (B, T, V) and the attention weights of `types`:
     {"encoder_self": (Le, B, H, S, S), "decoder_self": (Ld, B, H, T, T), "cross": (Ld, B, H, T, S)},
-    float32; rows of padding queries are all zero. Without segments, one example per row
-    (padding = PAD tokens)."""
+    float32; rows of padding queries are all zero; H is the type's widest layer, narrower layers
+    are NaN-padded (module docstring). Without segments, one example per row (padding = PAD tokens)."""
     unknown = set(types) - set(ATTENTION_TYPES)
     if unknown:
         raise ValueError(f"unknown attention types {sorted(unknown)}; expected {ATTENTION_TYPES}")
@@ -61,11 +65,20 @@ def forward_with_attention(model: nnx.Module, src: jax.Array, tgt_in: jax.Array,
     # `sown` mirrors the module tree; read it back through the same paths.
     paths = {"encoder_self": ("encoder_layers", "self_attn"), "decoder_self": ("decoder_layers", "self_attn"),
              "cross": ("decoder_layers", "cross_attn")}
+    b, s, t = src.shape[0], src.shape[1], tgt_in.shape[1]
+    lengths = {"encoder_self": (s, s), "decoder_self": (t, t), "cross": (t, s)}
     maps = {}
     for kind in types:
         layers, name = paths[kind]
-        per_layer = [sown[layers][i][name]["attention_weights"].get_value()[-1] for i in range(len(modules[kind]))]
-        maps[kind] = jnp.stack(per_layer).astype(jnp.float32)  # (L, B, H, Tq, Tk)
+        widest = max((m.num_heads for m in modules[kind]), default=0)
+        per_layer = []
+        for i, m in enumerate(modules[kind]):
+            w = (sown[layers][i][name]["attention_weights"].get_value()[-1].astype(jnp.float32) if m.num_heads
+                 else jnp.zeros((b, 0) + lengths[kind], jnp.float32))  # (B, H_l, Tq, Tk)
+            if m.num_heads < widest:  # NaN = no such head
+                w = jnp.concatenate([w, jnp.full((b, widest - m.num_heads) + lengths[kind], jnp.nan)], axis=1)
+            per_layer.append(w)
+        maps[kind] = jnp.stack(per_layer)  # (L, B, H, Tq, Tk)
     return logits, maps
 
 

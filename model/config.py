@@ -46,6 +46,16 @@ class ModelConfig:
     # cannot merge a dict override into a typed None (or struct-mode empty) dict node, and the
     # override `model.head_mask={cross:[[1,0,1,1],[1,1,1,1]]}` must compose. validate() checks it.
     head_mask: Any = None
+    # Heads per layer and attention type, any subset of {"encoder_self": [Le ints],
+    # "decoder_self": [Ld ints], "cross": [Ld ints]}; None (or a type left out) = num_heads in
+    # every layer. head_dim stays resolved_head_dim (that of num_heads), so a layer's attention
+    # width is count * head_dim: what `python -m train.prune` writes. A count of 0 leaves the
+    # attention only its output bias (what gating all of its heads off leaves). Typed Any, as head_mask.
+    head_counts: Any = None
+    # "concrete": a Hard Concrete gate per head (model/gates.py, Louizos et al. 2018), trained with
+    # the L0 penalty train.gate_l0 (Voita et al. 2019); "none": no gates.
+    head_gates: str = "none"
+    gate_init: float = 3.0  # initial log_alpha of every gate: 3 starts them open (eval gate 1, P(open) 0.99)
 
     @property
     def resolved_head_dim(self) -> int:
@@ -54,6 +64,24 @@ class ModelConfig:
     @property
     def attention_width(self) -> int:
         return self.num_heads * self.resolved_head_dim
+
+    def resolved_head_counts(self) -> dict[str, tuple[int, ...]]:
+        """Heads of every layer, by attention type: {"encoder_self": (Le,), "decoder_self": (Ld,),
+        "cross": (Ld,)}; head_counts where given, num_heads elsewhere."""
+        layers = self.layer_counts()
+        given = dict(self.head_counts or {})
+        return {kind: tuple(int(c) for c in given[kind]) if kind in given else (self.num_heads,) * layers[kind]
+                for kind in ATTENTION_TYPES}
+
+    def layer_counts(self) -> dict[str, int]:
+        """Layers per attention type."""
+        return {"encoder_self": self.encoder_layers, "decoder_self": self.decoder_layers,
+                "cross": self.decoder_layers}
+
+    @property
+    def uniform_heads(self) -> bool:
+        """Every layer of every type has num_heads heads (the shapes of a model without head_counts)."""
+        return all(c == self.num_heads for counts in self.resolved_head_counts().values() for c in counts)
 
     @property
     def encoder_layers(self) -> int:
@@ -98,15 +126,36 @@ class ModelConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name}={getattr(self, name)!r} is not one of {allowed}.")
+        if self.head_gates not in ("none", "concrete"):
+            raise ConfigError(f"model.head_gates={self.head_gates!r} is not one of ('none', 'concrete').")
+        self._validate_head_counts()
         self._validate_head_mask()
         return self
+
+    def _validate_head_counts(self) -> None:
+        """Per-layer head counts: a list of non-negative ints per attention type, one per layer."""
+        if self.head_counts is None:
+            return
+        layers = self.layer_counts()
+        example = {kind: [self.num_heads] * n for kind, n in layers.items()}
+        if not isinstance(self.head_counts, (dict, tuple)):
+            raise ConfigError(f"model.head_counts must be a dict like {example}, got {self.head_counts!r}.")
+        for name, counts in dict(self.head_counts).items():
+            if name not in layers:
+                raise ConfigError(f"model.head_counts has key {name!r}; use {sorted(layers)}.")
+            ok = (isinstance(counts, (list, tuple)) and len(counts) == layers[name]
+                  and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts))
+            if not ok:
+                raise ConfigError(
+                    f"model.head_counts.{name} must be {layers[name]} non-negative ints (heads of each "
+                    f"{name} layer; 0 keeps only the output bias), got {counts!r}. Example: {example[name]}.")
 
     def _validate_head_mask(self) -> None:
         """Gate shapes must match the layers and heads before anything is built."""
         if not self.head_mask:
             return
-        layers = {"encoder_self": self.encoder_layers, "decoder_self": self.decoder_layers,
-                  "cross": self.decoder_layers}
+        layers = self.layer_counts()
+        counts = self.resolved_head_counts()
         if not isinstance(self.head_mask, dict):
             raise ConfigError(f"model.head_mask must be a dict like {{cross: [[1, 0], [1, 1]]}}, "
                               f"got {self.head_mask!r}.")
@@ -114,18 +163,28 @@ class ModelConfig:
             if name not in layers:
                 raise ConfigError(f"model.head_mask has key {name!r}; use {sorted(layers)}.")
             shape_ok = (isinstance(rows, (list, tuple)) and len(rows) == layers[name]
-                        and all(isinstance(row, (list, tuple)) and len(row) == self.num_heads
-                                for row in rows))
+                        and all(isinstance(row, (list, tuple)) and len(row) == n
+                                for row, n in zip(rows, counts[name])))
             if not shape_ok:
+                heads = (f"{self.num_heads} gates (heads)" if set(counts[name]) <= {self.num_heads}
+                         else f"one gate per head (heads per layer: {list(counts[name])})")
                 raise ConfigError(
-                    f"model.head_mask.{name} must be {layers[name]} lists (layers) of "
-                    f"{self.num_heads} gates (heads), got {rows}.")
+                    f"model.head_mask.{name} must be {layers[name]} lists (layers) of {heads}, got {rows}.")
 
     def defining_fields(self) -> dict:
-        """The fields that change the parameters' shapes or meaning (for checkpoint compatibility)."""
+        """The fields that change the parameters' shapes or meaning (for checkpoint compatibility).
+
+        head_counts and head_gates enter only when they change something (per-layer counts that
+        are not num_heads everywhere; gates on), so models without them hash as before they existed.
+        """
         skip = {"dropout", "attention_dropout", "attention_impl", "remat", "head_mask", "dtype",
-                "num_layers", "num_encoder_layers", "num_decoder_layers", "head_dim"}
+                "num_layers", "num_encoder_layers", "num_decoder_layers", "head_dim", "head_counts",
+                "head_gates", "gate_init"}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         out.update(head_dim=self.resolved_head_dim, encoder_layers=self.encoder_layers,
                    decoder_layers=self.decoder_layers)
+        if not self.uniform_heads:
+            out["head_counts"] = {kind: list(c) for kind, c in self.resolved_head_counts().items()}
+        if self.head_gates != "none":
+            out["head_gates"] = self.head_gates
         return out

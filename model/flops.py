@@ -37,17 +37,20 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int, src_len: int, tgt_len: in
         times 3 for forward + backward. Encoder self S x S, decoder self T x T (the full
         square: the causal half is computed and masked, not skipped), cross T x S.
     src_len / tgt_len are the lengths actually computed (padded lengths for padded batches).
+    With per-layer head counts (model.head_counts) each layer's W is its own heads * head_dim.
 
     Returns a dict of per-example FLOPs by part, "per_example" (the sum) and "per_token"
     (per_example / (src_len + tgt_len)), so flops_per_step = per_token * tokens in the step.
     """
-    d, w, f, v = cfg.d_model, cfg.attention_width, cfg.ffn_dim, vocab_size
-    le, ld, s, t = cfg.encoder_layers, cfg.decoder_layers, src_len, tgt_len
+    d, f, v, s, t = cfg.d_model, cfg.ffn_dim, vocab_size, src_len, tgt_len
+    widths = {kind: [h * cfg.resolved_head_dim for h in counts] for kind, counts in cfg.resolved_head_counts().items()}
+    enc, dec, cross = widths["encoder_self"], widths["decoder_self"], widths["cross"]
     parts = {
-        "encoder_dense": 6 * le * (4 * d * w + 2 * d * f) * s,
-        "decoder_dense": 6 * ld * ((6 * d * w + 2 * d * f) * t + 2 * d * w * s),
+        "encoder_dense": 6 * sum(4 * d * w + 2 * d * f for w in enc) * s,
+        "decoder_dense": 6 * sum((4 * d * ws + 2 * d * wc + 2 * d * f) * t + 2 * d * wc * s
+                                 for ws, wc in zip(dec, cross)),
         "output": 6 * d * v * t,
-        "attention": 3 * 2 * 2 * w * (le * s * s + ld * (t * t + t * s)),
+        "attention": 3 * 2 * 2 * (sum(enc) * s * s + sum(dec) * t * t + sum(cross) * t * s),
     }
     total = sum(parts.values())
     return {**parts, "per_example": total, "per_token": total / (s + t)}

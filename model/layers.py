@@ -113,12 +113,19 @@ class _Sublayers(nnx.Module):
         return x + y if self.pre_norm else self.norms[i](x + y)
 
 
+def attention_module(cfg: ModelConfig, kind: str, layer: int, *, rngs: nnx.Rngs) -> MultiHeadAttention:
+    """Layer `layer`'s attention of type `kind`, with that layer's head count (model.head_counts)
+    at the model's head_dim."""
+    return MultiHeadAttention(
+        cfg.d_model, cfg.resolved_head_counts()[kind][layer], cfg.resolved_head_dim,
+        self_attention=kind != "cross", dropout=cfg.attention_dropout, impl=cfg.attention_impl,
+        dtype=jnp.dtype(cfg.dtype), gates=cfg.head_gates, gate_init=cfg.gate_init, rngs=rngs)
+
+
 class EncoderLayer(_Sublayers):
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, layer: int = 0, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(cfg.dtype)
-        self.self_attn = MultiHeadAttention(
-            cfg.d_model, cfg.num_heads, cfg.head_dim, self_attention=True,
-            dropout=cfg.attention_dropout, impl=cfg.attention_impl, dtype=dtype, rngs=rngs)
+        self.self_attn = attention_module(cfg, "encoder_self", layer, rngs=rngs)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, dtype=dtype, rngs=rngs)
         self._init_common(cfg, 2, rngs)
 
@@ -132,16 +139,10 @@ class EncoderLayer(_Sublayers):
 
 
 class DecoderLayer(_Sublayers):
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, layer: int = 0, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(cfg.dtype)
-
-        def attention(self_attention: bool) -> MultiHeadAttention:
-            return MultiHeadAttention(
-                cfg.d_model, cfg.num_heads, cfg.head_dim, self_attention=self_attention,
-                dropout=cfg.attention_dropout, impl=cfg.attention_impl, dtype=dtype, rngs=rngs)
-
-        self.self_attn = attention(True)
-        self.cross_attn = attention(False)
+        self.self_attn = attention_module(cfg, "decoder_self", layer, rngs=rngs)
+        self.cross_attn = attention_module(cfg, "cross", layer, rngs=rngs)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, dtype=dtype, rngs=rngs)
         self._init_common(cfg, 3, rngs)
 
@@ -165,7 +166,8 @@ class DecoderLayer(_Sublayers):
                     cross_mask: jax.Array, *, head_gates: dict | None = None):
         """Incremental version of __call__ for one new token (no dropout).
 
-        x: (B, 1, D); cache: {"k", "v"} (B, L, H, K); position: () or (B,); cross_kv: {"k", "v"}
+        x: (B, 1, D); cache: {"k", "v"} (B, L, H, K), H this layer's self-attention heads;
+        position: () or (B,); cross_kv: {"k", "v"}
         (B, S, H, K); cross_mask: (B, 1, 1, S). Returns ((B, 1, D), new cache).
         """
         gates = head_gates or {}

@@ -11,7 +11,10 @@ from that key with `jax.random.fold_in` (encoder/decoder -> layer -> sublayer); 
 is stored in the module.
 
 Head gates: {"encoder_self": (Le, H), "decoder_self": (Ld, H), "cross": (Ld, H)}, any subset;
-each gate multiplies one head's output (1 = on, 0 = removed). Defaults to cfg.head_mask.
+each gate multiplies one head's output (1 = on, 0 = removed). Defaults to cfg.head_mask. With
+per-layer head counts (cfg.head_counts) a type's gates are either one row per layer of that
+layer's length, or an (L, Hmax) array whose row l is read up to layer l's count (Hmax = the
+most heads of any layer of the type; the entries past a layer's count are not read).
 
 Attention weights are not a return value: model/attention_maps.py records them from the same
 forward (the one way they leave the model).
@@ -43,11 +46,14 @@ class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int, *, rngs: nnx.Rngs, pad_id: int = 0):
         cfg.validate()
         # Static attributes end up in the graphdef, which must stay hashable (jit caches on it):
-        # keep cfg.head_mask (nested lists) as nested tuples in `default_gates` instead.
+        # keep cfg.head_mask (nested lists) as nested tuples in `default_gates` instead, and
+        # cfg.head_counts as (type, counts) pairs.
         self.default_gates = (None if cfg.head_mask is None else tuple(
             (name, tuple(tuple(float(g) for g in row) for row in rows))
             for name, rows in dict(cfg.head_mask).items()))
-        self.cfg = dataclasses.replace(cfg, head_mask=None)
+        counts = cfg.head_counts
+        self.cfg = dataclasses.replace(cfg, head_mask=None, head_counts=None if counts is None else tuple(
+            (name, tuple(int(c) for c in row)) for name, row in dict(counts).items()))
         self.vocab_size = vocab_size
         self.pad_id = pad_id
         self.dtype = jnp.dtype(cfg.dtype)
@@ -59,10 +65,10 @@ class Transformer(nnx.Module):
         else:
             self.positions = SinusoidalPositions(cfg.d_model)
         self.dropout_rate = cfg.dropout
-        self.encoder_layers = nnx.List([EncoderLayer(cfg, rngs=rngs)
-                                        for _ in range(cfg.encoder_layers)])
-        self.decoder_layers = nnx.List([DecoderLayer(cfg, rngs=rngs)
-                                        for _ in range(cfg.decoder_layers)])
+        self.encoder_layers = nnx.List([EncoderLayer(cfg, i, rngs=rngs)
+                                        for i in range(cfg.encoder_layers)])
+        self.decoder_layers = nnx.List([DecoderLayer(cfg, i, rngs=rngs)
+                                        for i in range(cfg.decoder_layers)])
         if cfg.norm == "pre":  # pre-LN leaves the residual stream unnormalised: normalise at end
             self.encoder_norm = nnx.LayerNorm(cfg.d_model, epsilon=1e-5, rngs=rngs)
             self.decoder_norm = nnx.LayerNorm(cfg.d_model, epsilon=1e-5, rngs=rngs)
@@ -82,7 +88,13 @@ class Transformer(nnx.Module):
             return positions
         return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
 
-    def _gates(self, head_gates: dict | None) -> dict:
+    @property
+    def head_counts(self) -> dict[str, tuple[int, ...]]:
+        """{type: (L,)}: the heads of every layer (cfg.head_counts, else num_heads)."""
+        return self.cfg.resolved_head_counts()
+
+    def _gates(self, head_gates: dict | None) -> dict[str, list[jax.Array]]:
+        """{type: one (H_l,) float32 row per layer}, each cut to its layer's head count."""
         gates = head_gates
         if gates is None and self.default_gates is not None:
             gates = dict(self.default_gates)
@@ -90,7 +102,21 @@ class Transformer(nnx.Module):
         unknown = set(gates) - set(ATTENTION_TYPES)
         if unknown:  # a typo would otherwise silently leave every head on
             raise ValueError(f"unknown head_gates keys {sorted(unknown)}; expected {ATTENTION_TYPES}")
-        return {k: jnp.asarray(v, jnp.float32) for k, v in gates.items()}
+        out = {}
+        for kind, rows in gates.items():
+            counts = self.head_counts[kind]
+            if not isinstance(rows, (list, tuple)):
+                rows = jnp.asarray(rows, jnp.float32)  # (L, Hmax)
+            if len(rows) != len(counts):
+                raise ValueError(f"head_gates[{kind!r}] has {len(rows)} layers; the model has {len(counts)}")
+            out[kind] = []
+            for layer, (row, n) in enumerate(zip(rows, counts)):
+                row = jnp.asarray(row, jnp.float32).reshape(-1)
+                if row.shape[0] < n:  # a short row would broadcast or fail deep inside attention
+                    raise ValueError(f"head_gates[{kind!r}] layer {layer} has {row.shape[0]} gates; "
+                                     f"the layer has {n} heads")
+                out[kind].append(row[:n])
+        return out
 
     @staticmethod
     def _decoder_gates(gates: dict, i: int) -> dict:
@@ -164,12 +190,12 @@ class Transformer(nnx.Module):
 
     # ---- incremental decoding -------------------------------------------------------------
     # The cache is explicit: a list with one {"k", "v"} dict per decoder layer, each
-    # (B, max_len, H, head_dim) in the compute dtype; slot i holds the token at position i.
+    # (B, max_len, H_l, head_dim) in the compute dtype (H_l: that layer's self-attention heads);
+    # slot i holds the token at position i.
 
     def init_cache(self, batch_size: int, max_len: int) -> list[dict[str, jax.Array]]:
-        shape = (batch_size, max_len, self.cfg.num_heads, self.cfg.resolved_head_dim)
-        return [{"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)}
-                for _ in self.decoder_layers]
+        shapes = [(batch_size, max_len, h, self.cfg.resolved_head_dim) for h in self.head_counts["decoder_self"]]
+        return [{"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)} for shape in shapes]
 
     def precompute_cross(self, memory: jax.Array) -> list[dict[str, jax.Array]]:
         """Cross-attention keys/values per decoder layer, once per source:
