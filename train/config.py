@@ -80,6 +80,13 @@ class TrainConfig:
     num_processes: Optional[int] = None  # with coordinator_address: how many processes in all
     process_id: Optional[int] = None  # with coordinator_address: this process's rank (0 = the one that writes)
     heartbeat_timeout_s: int = 100  # a process that stops answering for this long fails the whole job
+    # Head gates (model.head_gates=concrete): weight of the expected-L0 penalty, sum over heads of
+    # P(gate open), added to the per-token loss (Voita et al. 2019); 0 = gates trained by the loss alone.
+    gate_l0: float = 0.0
+    # Start from the weights of another run directory (its best checkpoint, as `evaluate` picks it):
+    # parameters that run lacks (fresh head gates) keep their initial values; fresh optimizer, step 0.
+    # Ignored once this run has checkpoints of its own (it resumes from them). train/engine/init_from.py.
+    init_from: Optional[str] = None
 
     def validate(self) -> "TrainConfig":
         for name in ("max_steps", "log_every", "eval_every"):
@@ -89,6 +96,8 @@ class TrainConfig:
             raise ConfigError(f"train.nonfinite={self.nonfinite!r} must be skip or stop.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing={self.label_smoothing} must be in [0, 1).")
+        if self.gate_l0 < 0:
+            raise ConfigError(f"train.gate_l0={self.gate_l0} must be >= 0 (0 = no L0 penalty on the head gates).")
         if self.distributed not in ("auto", "on", "off"):
             raise ConfigError(f"train.distributed={self.distributed!r} must be auto, on or off.")
         if self.coordinator_address and (self.num_processes is None or self.process_id is None):
@@ -193,6 +202,9 @@ class Config:
                 f"model.max_len={self.model.max_len} is shorter than the data's max lengths "
                 f"({self.data.max_source_len}/{self.data.max_target_len}); raise model.max_len."
             )
+        if self.train.gate_l0 > 0 and self.model.head_gates == "none":
+            raise ConfigError(f"train.gate_l0={self.train.gate_l0} penalises head gates, but the model has none: "
+                              f"add model.head_gates=concrete (or drop train.gate_l0).")
         if self.train.max_steps % self.optim.grad_accum:
             raise ConfigError(
                 f"train.max_steps={self.train.max_steps} is not a multiple of optim.grad_accum="

@@ -5,6 +5,13 @@ so no NNX graph traversal happens per step in Python. The train step donates its
 derives dropout randomness from fold_in(base_key, step), accumulates metric sums on device
 (the host reads them only every log_every steps), and skips updates whose loss or gradient
 is not finite.
+
+With Hard Concrete head gates (model.head_gates=concrete) the loss adds train.gate_l0 times the
+expected number of open gates, sum_h P(z_h > 0) over every head of every attention (Voita et al.
+2019 sum over heads rather than average, so their lambda values carry over); the gate noise comes
+from the same per-step key as dropout (model/attention.py folds it in). The logged train/loss
+stays the cross entropy; the gates are logged from the parameters at log points
+(train/engine/train_metrics.py).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import optax
 from flax import nnx
 
 from data.batch import Batch
+from model.gate_params import expected_open_heads
 from train.engine.losses import smoothed_cross_entropy
 
 METRIC_KEYS = (
@@ -64,15 +72,20 @@ def forward(model, batch: Batch, dropout_key: jax.Array | None):
 
 
 def make_train_step(
-    graphdef: Any, tx: optax.GradientTransformation, label_smoothing: float
+    graphdef: Any, tx: optax.GradientTransformation, label_smoothing: float, gate_l0: float = 0.0
 ) -> Callable[[TrainState, Batch, jax.Array], TrainState]:
-    """Return the (unjitted) pure step: (state, batch, base_key) -> state."""
+    """Return the (unjitted) pure step: (state, batch, base_key) -> state.
+
+    gate_l0: weight of the expected-L0 penalty on the model's head gates (0 = none)."""
 
     def loss_fn(params, batch, key):
         model = nnx.merge(graphdef, params)
         logits = forward(model, batch, key)  # (B, T, V) float32
         sums = smoothed_cross_entropy(logits, batch.tgt_out, batch.tgt_segments > 0, label_smoothing)
-        return sums["loss_sum"] / jnp.maximum(sums["tokens"], 1.0), sums
+        loss = sums["loss_sum"] / jnp.maximum(sums["tokens"], 1.0)
+        if gate_l0:
+            loss = loss + gate_l0 * expected_open_heads(model)
+        return loss, sums
 
     def train_step(state: TrainState, batch: Batch, base_key: jax.Array) -> TrainState:
         key = jax.random.fold_in(base_key, state.step)

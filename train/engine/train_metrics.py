@@ -4,6 +4,10 @@ The train step accumulates sums on the device (train/engine/step.py); this hook 
 place that fetches them, every `train.log_every` steps and at the last step, so the host waits
 for the device only there. Time spent outside training steps (compiling the first step,
 validations) is excluded from the measured rate.
+
+A model with Hard Concrete head gates also logs, at each log point, the expected number of open
+heads per attention type and layer (`gates/{type}/layer{l}/open`, model/gate_params.py), read from
+the current parameters: the gates' log_alphas are a few numbers, fetched only here.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import numpy as np
+from flax import nnx
 
+from model.gate_params import gate_metrics, log_alphas
 from train.engine.progress import Progress, now
 from train.engine.sharding import put_global, to_host
 from train.engine.step import zero_metrics
@@ -61,6 +67,7 @@ class MetricsLog:
         elapsed = now() - self.interval_start - self.excluded_s
         t.state = t.state.replace(metrics=put_global(zero_metrics(), t.replicated))
         logs = summarize(m, elapsed, float(t.schedule(int(t.state.step))))
+        logs.update(self.gate_logs())
         if step > t.start_step + t.cfg.train.log_every:  # the first interval includes warming up
             self.throughput.append(logs["train/tokens_per_s"])
         t.loggers.scalars(step, logs)
@@ -68,6 +75,16 @@ class MetricsLog:
                                 logs["train/tokens_per_s"])
         self.check_nonfinite(logs)
         self.restart(step)
+
+    def gate_logs(self) -> dict[str, float]:
+        """Expected open heads per layer and type, and the L0 penalty, for a gated model; else {}."""
+        t = self.trainer
+        if t.cfg.model.head_gates == "none":
+            return {}
+        logs = gate_metrics(to_host(log_alphas(nnx.merge(t.graphdef, t.state.params))))
+        if t.cfg.train.gate_l0 and "gates/open" in logs:
+            logs["train/gate_l0_penalty"] = t.cfg.train.gate_l0 * logs["gates/open"]
+        return logs
 
     def median_tokens_per_s(self) -> float | None:
         return float(np.median(self.throughput)) if self.throughput else None
