@@ -37,6 +37,7 @@ from train.engine.checkpoint import (
 )
 from train.engine.finish import test_scores, write_explorer_page
 from train.engine.hooks import Hooks
+from train.engine.init_from import initial_params
 from train.engine.loggers import Loggers, NoLoggers
 from train.engine.optimizer import make_optimizer
 from train.engine.preflight import check_free_space, preflight
@@ -139,6 +140,7 @@ class Trainer:
         cfg = self.cfg
         model = Transformer(cfg.model, self.data.vocab_size, rngs=nnx.Rngs(params=cfg.seed))
         self.graphdef, params = nnx.split(model)
+        params = initial_params(cfg, params, self.data.tokenizer, self.run_dir)  # train.init_from
         self.num_params = count_params(params)
         self.tx, self.schedule = make_optimizer(cfg.optim, cfg.train.max_steps)
         # The one device path (train/engine/sharding.py): every device of every process.
@@ -155,7 +157,7 @@ class Trainer:
             raise SystemExit(f"error: {problem}")
         self.train_batches = PackedBatches(self.data.splits["train"], cfg.data, seed=cfg.seed,
                                            process_index=jax.process_index(), process_count=jax.process_count())
-        step_fn = faults.wrap_step(make_train_step(self.graphdef, self.tx, cfg.train.label_smoothing))
+        step_fn = faults.wrap_step(make_train_step(self.graphdef, self.tx, cfg.train.label_smoothing, cfg.train.gate_l0))
         self.train_step = jit_train_step(step_fn, self.state_shardings, self.batch_sharding)
         self.flops = flops_per_token(cfg.model, self.data.vocab_size, cfg.data.max_source_len,
                                      cfg.data.max_target_len)
