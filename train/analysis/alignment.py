@@ -137,18 +137,25 @@ def score_cross_attention(cross: np.ndarray, src_word_ids: Sequence[Sequence[int
     each kept subword (tokenizer.word_ids cut to the tokens the model saw, EOS not included);
     gold[b]: [[src word, tgt word], ...].
     Returns counts of shape (L, H + 1): column H is the layer's head-averaged attention.
+    A layer with fewer heads (a pruned model) has NaN maps for the missing ones
+    (model/attention_maps.py): they predict no link, and the layer average is over its real heads.
     """
     num_layers, batch, num_heads, t_len, s_len = cross.shape
     counts = counts or AlignmentCounts.zeros((num_layers, num_heads + 1))
+    absent = np.isnan(cross[:, 0, :, 0, 0]) if batch else np.zeros((num_layers, num_heads), bool)  # (L, H)
+    silent = np.concatenate([absent, absent.all(axis=1, keepdims=True)], axis=1)  # (L, H + 1): no links
+    real = (~absent).astype(np.float64)[:, :, None, None]  # (L, H, 1, 1)
     for b in range(batch):
         src_w = key_words(src_word_ids[b], s_len)
         tgt_w = query_words(tgt_word_ids[b], t_len, shift)
         # Words with a kept subword define the grid (truncation cuts the rest off).
         shape = (int(np.max(src_word_ids[b], initial=-1)) + 1, int(np.max(tgt_word_ids[b], initial=-1)) + 1)
-        maps = cross[:, b]  # (L, H, T, S)
-        maps = np.concatenate([maps, maps.mean(axis=1, keepdims=True)], axis=1)  # (L, H + 1, T, S)
+        maps = np.where(real > 0, cross[:, b], 0.0)  # (L, H, T, S)
+        average = maps.sum(axis=1, keepdims=True) / np.maximum(real.sum(axis=1, keepdims=True), 1.0)
+        maps = np.concatenate([maps, average], axis=1)  # (L, H + 1, T, S)
         links = argmax_links(maps.reshape(-1, t_len, s_len), src_w, tgt_w, shape)
-        counts.add_sentence(links.reshape(num_layers, num_heads + 1, *shape), gold_matrix(gold[b], shape))
+        links = links.reshape(num_layers, num_heads + 1, *shape) & ~silent[:, :, None, None]
+        counts.add_sentence(links, gold_matrix(gold[b], shape))
     return counts
 
 

@@ -27,6 +27,15 @@ from data.config import BOS_ID, EOS_ID
 STATS = ("entropy", "entropy_normalized", "confidence", "distance", "bos_eos_mass")
 
 
+def real_heads(weights: np.ndarray) -> int:
+    """How many heads one layer's maps (B, H, T, S) hold: a pruned model's narrower layers are
+    NaN-padded at the end (model/attention_maps.py), and a real head's map is never NaN."""
+    w = np.asarray(weights)
+    if 0 in (w.shape[0], w.shape[2], w.shape[3]):  # no entry to tell by
+        return int(w.shape[1])
+    return int((~np.isnan(w[0, :, 0, 0])).sum())
+
+
 def visible_keys(q_valid: np.ndarray, k_valid: np.ndarray, causal: bool) -> np.ndarray:
     """Which keys each query may attend to: (B, T), (B, S) -> (B, T, S) bool."""
     allowed = q_valid[:, :, None] & k_valid[:, None, :]
@@ -131,5 +140,8 @@ def layer_summary(per_layer: list[dict[str, np.ndarray]], attention_type: str) -
 
 
 def stack_layers(per_layer: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """[{name: (H,)}] * L -> {name: (L, H)}, the layer-by-head grids that get drawn as heatmaps."""
-    return {name: np.stack([stats[name] for stats in per_layer]) for name in per_layer[0]}
+    """[{name: (H_l,)}] * L -> {name: (L, H)}, the layer-by-head grids that get drawn as heatmaps;
+    layers with fewer heads than the widest (a pruned model) are NaN-padded."""
+    width = max(len(next(iter(stats.values()))) for stats in per_layer)
+    pad = lambda v: np.concatenate([v, np.full(width - len(v), np.nan)])
+    return {name: np.stack([pad(np.asarray(stats[name], np.float64)) for stats in per_layer]) for name in per_layer[0]}

@@ -13,11 +13,15 @@ pruned globally, over encoder self, decoder self and cross attention together, i
 increasing normalised importance.
 
 Everything jitted takes the gates as an argument: switching heads off recompiles nothing.
+
+Models with per-layer head counts (model.head_counts, a pruned run) use the same (L, H) grids,
+H the widest layer of the type: `present_heads` says which entries are heads; the others are NaN
+in importance and never enter a pruning order.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,10 +37,31 @@ Head = tuple[str, int, int]  # (attention type, layer, head)
 
 
 def gate_shapes(model_cfg: Any) -> dict[str, tuple[int, int]]:
-    """(layers, heads) of each attention type, from a ModelConfig."""
-    h = model_cfg.num_heads
-    return {"encoder_self": (model_cfg.encoder_layers, h), "decoder_self": (model_cfg.decoder_layers, h),
-            "cross": (model_cfg.decoder_layers, h)}
+    """(layers, heads) of each attention type, from a ModelConfig; heads = its widest layer."""
+    return {kind: (len(counts), max(counts, default=0)) for kind, counts in model_cfg.resolved_head_counts().items()}
+
+
+def present_heads(model_cfg: Any) -> dict[str, np.ndarray]:
+    """{type: (L, H) bool}: which grid entries are heads of the model (all of them without head_counts)."""
+    out = {}
+    for kind, counts in model_cfg.resolved_head_counts().items():
+        width = max(counts, default=0)
+        out[kind] = np.arange(width)[None, :] < np.asarray(counts, int).reshape(-1, 1)
+    return out
+
+
+def grid(rows: Sequence[Sequence[float]], width: int, fill: float = np.nan) -> np.ndarray:
+    """Ragged per-layer rows -> an (L, width) float array, `fill` past each row's end."""
+    out = np.full((len(rows), width), fill, np.float64)
+    for layer, row in enumerate(rows):
+        out[layer, : len(row)] = row
+    return out
+
+
+def to_lists(values: np.ndarray, present: np.ndarray, digits: Optional[int] = None) -> list[list]:
+    """(L, H) -> each layer's row cut to its heads (what heads.json holds): ragged for a pruned model."""
+    rows = np.round(values, digits) if digits is not None else values
+    return [[v.item() for v, ok in zip(row, keep) if ok] for row, keep in zip(rows, present)]
 
 
 def all_on(shapes: dict[str, tuple[int, int]]) -> Gates:
@@ -87,16 +112,19 @@ def make_gate_grad_fn(graphdef: nnx.GraphDef) -> Callable:
 # ---- importance ------------------------------------------------------------------------------
 
 def normalize_per_layer(importance: np.ndarray) -> np.ndarray:
-    """Divide each layer's row (L, H) by its L2 norm (Michel et al.); an all-zero layer stays 0."""
-    norm = np.linalg.norm(importance, axis=-1, keepdims=True)
+    """Divide each layer's row (L, H) by its L2 norm (Michel et al.); an all-zero layer stays 0.
+    NaN entries (no such head) stay NaN and do not count in the norm."""
+    norm = np.sqrt(np.nansum(np.square(importance), axis=-1, keepdims=True))
     return importance / np.where(norm > 0, norm, 1.0)
 
 
-def head_importance(grad_fn: Callable, params: Any, gates: Gates, batches: Iterable[Batch]) -> dict:
+def head_importance(grad_fn: Callable, params: Any, gates: Gates, batches: Iterable[Batch],
+                    present: Optional[dict[str, np.ndarray]] = None) -> dict:
     """Accumulate |per-sentence gate gradients| over batches.
 
     Returns {"raw": {type: (L, H)} per target token, "normalized": {type: (L, H)},
-    "loss": mean token NLL at these gates, "tokens": int, "sentences": int}.
+    "loss": mean token NLL at these gates, "tokens": int, "sentences": int}; entries that
+    `present` (present_heads) marks as no head are NaN.
     """
     total = {k: np.zeros(np.shape(gates[k]), np.float64) for k in gates}
     nll_sum, tokens, sentences = 0.0, 0.0, 0
@@ -108,6 +136,8 @@ def head_importance(grad_fn: Callable, params: Any, gates: Gates, batches: Itera
         tokens += float(np.sum(tok))
         sentences += int(np.sum(np.asarray(tok) > 0))
     raw = {k: v / max(tokens, 1.0) for k, v in total.items()}
+    if present is not None:
+        raw = {k: np.where(present[k], v, np.nan) for k, v in raw.items()}
     return {"raw": raw, "normalized": {k: normalize_per_layer(v) for k, v in raw.items()},
             "loss": nll_sum / max(tokens, 1.0), "tokens": int(tokens), "sentences": sentences}
 
@@ -115,9 +145,11 @@ def head_importance(grad_fn: Callable, params: Any, gates: Gates, batches: Itera
 # ---- pruning ---------------------------------------------------------------------------------
 
 def pruning_order(normalized: dict[str, np.ndarray]) -> list[Head]:
-    """All heads, least important first (ties broken by type, layer, head: deterministic)."""
+    """All heads, least important first (ties broken by type, layer, head: deterministic); NaN
+    entries (no such head) are left out."""
     heads = [(k, l, h) for k in ATTENTION_TYPES if k in normalized
-             for l in range(normalized[k].shape[0]) for h in range(normalized[k].shape[1])]
+             for l in range(normalized[k].shape[0]) for h in range(normalized[k].shape[1])
+             if np.isfinite(normalized[k][l, h])]
     return sorted(heads, key=lambda x: (float(normalized[x[0]][x[1], x[2]]), ATTENTION_TYPES.index(x[0]), x[1], x[2]))
 
 

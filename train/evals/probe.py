@@ -10,6 +10,8 @@ lengths, so it compiles once per run and the training step keeps its fast path. 
     run_dir/attention/step_{N}/stats/{type}_{stat}.png  layer-by-head heatmap of each statistic
 
 and logs layer-level statistics (`attn/{type}/layer{l}/{stat}_{mean,min,max}`) and the images.
+A layer of a pruned model (model.head_counts) saves its own heads only; one without heads saves
+an npz with no head and no PNG.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from train.analysis.attention_plots import (
 from train.analysis.attention_stats import (
     STATS,
     layer_summary,
+    real_heads,
     stack_layers,
     stats_of_kind,
 )
@@ -183,11 +186,14 @@ class AttentionProbe:
             tq, tk = int(q_valid[0].sum()), int(k_valid[0].sum())
             for layer, w in enumerate(weights[kind]):  # w: (K, H, Tq, Tk)
                 name = f"{kind}_layer{layer}"
+                w = w[:, : real_heads(w)]  # a pruned layer's own heads (the rest is NaN padding)
                 out_dir.mkdir(parents=True, exist_ok=True)
                 np.savez_compressed(
                     out_dir / f"{name}.npz", weights=w.astype(np.float16), query_ids=q_ids, key_ids=k_ids,
                     query_tokens=q_tok, key_tokens=k_tok, query_valid=q_valid, key_valid=k_valid,
                     step=np.int64(step))
+                if w.shape[1] == 0:
+                    continue  # no heads: nothing to draw
                 fig = head_grid_figure(w[0, :, :tq, :tk], q_tok[0, :tq], k_tok[0, :tk],
                                        f"{kind.replace('_', ' ')} attention, layer {layer}, step {step}",
                                        *AXIS_NAMES[kind])
@@ -199,6 +205,8 @@ class AttentionProbe:
                            step: int) -> dict[str, Path]:
         images = {}
         for kind in ATTENTION_TYPES:
+            if stats[kind][STATS[0]].shape[1] == 0:
+                continue  # no layer of this type has a head
             for name in STATS:
                 fig = stat_heatmap_figure(stats[kind][name], f"{kind} {name}, step {step}", name)
                 render(fig, out_dir / f"{kind}_{name}.png")

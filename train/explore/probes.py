@@ -13,6 +13,9 @@ written); the others are reported as skipped. Kept steps are packed for the brow
   stats    per type and statistic: [step][layer][head] over every kept step (`stat_steps`),
            from the full float16 weights with train/analysis/attention_stats.head_stats, called
            as the probe calls it
+  heads    per type, the most heads of any layer, and `layer_heads`, each layer's own count (a
+           pruned run's layers differ; a layer's blob holds its own heads only; stats of heads a
+           layer lacks are null)
 """
 
 from __future__ import annotations
@@ -144,8 +147,8 @@ def rounded(values: np.ndarray) -> list:
 
 
 def signature(step: dict[str, list[dict[str, np.ndarray]]]) -> tuple:
-    """What must not change between steps: heads per type and the probe pairs' tokens."""
-    return tuple((kind, layers[0]["weights"].shape[1], str(crop_tokens(layers[0])))
+    """What must not change between steps: heads of every layer and the probe pairs' tokens."""
+    return tuple((kind, tuple(layer["weights"].shape[1] for layer in layers), str(crop_tokens(layers[0])))
                  for kind, layers in step.items() if layers)
 
 
@@ -183,6 +186,7 @@ def load_probes(run_dir: Path, config_layers: Optional[dict[str, int]] = None) -
     for kind in ATTENTION_TYPES:
         if not first[kind]:
             continue
-        types[kind] = {"layers": layers[kind], "heads": int(first[kind][0]["weights"].shape[1]),
+        layer_heads = [int(layer["weights"].shape[1]) for layer in first[kind]]
+        types[kind] = {"layers": layers[kind], "heads": max(layer_heads), "layer_heads": layer_heads,
                        "tokens": crop_tokens(first[kind][0]), "stats": stats[kind]}
     return Probes(kept, types, {kind: maps[kind] for kind in types}, skipped, raw)

@@ -31,6 +31,9 @@ function decodeBase64(text) {
   return out;
 }
 
+/* Heads of one layer: its own count in a pruned run (layer_heads), else the type's. */
+function layerHeads(t, layer) { return t.layer_heads ? t.layer_heads[layer] : t.heads; }
+
 /* One head's map: {w: Uint8Array (tq * tk), tq, tk, q: tokens, k: tokens}; blobs are decoded
    the first time a layer is shown. Layout of a blob: [step][pair][head][query][key]. */
 const blobs = new Map();
@@ -38,9 +41,9 @@ function headMap(run, type, layer, stepIndex, pair, head) {
   const t = run.types[type], key = run.name + "|" + type + "|" + layer;
   if (!blobs.has(key)) blobs.set(key, decodeBase64(t.maps[layer]));
   const data = blobs.get(key);
-  const sizes = t.tokens.map(([q, k]) => q.length * k.length);
-  const perStep = t.heads * sizes.reduce((a, b) => a + b, 0);
-  let offset = stepIndex * perStep + t.heads * sizes.slice(0, pair).reduce((a, b) => a + b, 0);
+  const sizes = t.tokens.map(([q, k]) => q.length * k.length), nh = layerHeads(t, layer);
+  const perStep = nh * sizes.reduce((a, b) => a + b, 0);
+  let offset = stepIndex * perStep + nh * sizes.slice(0, pair).reduce((a, b) => a + b, 0);
   offset += head * sizes[pair];
   const [q, k] = t.tokens[pair];
   return {w: data.subarray(offset, offset + sizes[pair]), tq: q.length, tk: k.length, q, k};

@@ -25,15 +25,16 @@ function shortText(tokens, n) {
 function syncControls() {
   const run = currentRun();
   if (!run.types[state.type]) state.type = Object.keys(run.types)[0];
+  const hasHeads = k => (run.types[k].layer_heads || [run.types[k].heads]).some(n => n > 0);
+  if (!hasHeads(state.type)) state.type = Object.keys(run.types).find(hasHeads) || state.type;  // all pruned
   const t = run.types[state.type];
-  state.layer = Math.min(state.layer, t.layers - 1);
-  state.head = Math.min(state.head, t.heads - 1);
+  ({layer: state.layer, head: state.head} = clampHead(run, state.type, state.layer, state.head));
   state.pair = Math.min(state.pair, t.tokens.length - 1);
   state.step = Math.min(state.step, run.steps.length - 1);
   options($("run"), DATA.runs.map((r, i) => [i, r.title]), state.run);
   options($("type"), Object.keys(run.types).map(k => [k, TYPE_NAMES[k] || k]), state.type);
   options($("layer"), [...Array(t.layers).keys()].map(l => [l, String(l)]), state.layer);
-  options($("head"), [...Array(t.heads).keys()].map(h => [h, String(h)]), state.head);
+  options($("head"), [...Array(layerHeads(t, state.layer)).keys()].map(h => [h, String(h)]), state.head);
   const src = run.types.encoder_self ? run.types.encoder_self.tokens : t.tokens.map(([q, k]) => [k, k]);
   options($("example"), src.map(([, k], i) => [i, `${i}: ${shortText(k, 8)}`]), state.pair);
   const slider = $("step");

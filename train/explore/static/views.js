@@ -20,9 +20,15 @@ function nearestStepIndex(run, step) {
   return best;
 }
 
+/* The nearest layer that has a head (a pruned layer may have none), then a head it has. */
 function clampHead(run, type, layer, head) {
   const t = run.types[type];
-  return {layer: Math.min(layer, t.layers - 1), head: Math.min(head, t.heads - 1)};
+  layer = Math.min(layer, t.layers - 1);
+  if (layerHeads(t, layer) === 0) {
+    const withHeads = [...Array(t.layers).keys()].filter(l => layerHeads(t, l) > 0);
+    if (withHeads.length) layer = withHeads.reduce((a, b) => Math.abs(b - layer) < Math.abs(a - layer) ? b : a);
+  }
+  return {layer, head: Math.max(0, Math.min(head, layerHeads(t, layer) - 1))};
 }
 
 function badgeValues(run, type, layer, head) {
@@ -54,6 +60,7 @@ function drawModelView(box, run, s, select) {
   for (let l = 0; l < t.layers; l++) {
     el("div", {class: "rowhead", text: "layer " + l}, grid);
     for (let h = 0; h < t.heads; h++) {
+      if (h >= layerHeads(t, l)) { el("div", {class: "thumb pruned", title: `layer ${l} has no head ${h}`}, grid); continue; }
       const cell = el("div", {class: "thumb" + (l === s.layer && h === s.head ? " selected" : ""),
         "data-layer": l, "data-head": h, title: `${TYPE_NAMES[s.type]}, layer ${l}, head ${h}`}, grid);
       drawThumb(el("canvas", {}, cell), headMap(run, s.type, l, s.step, s.pair, h), size);
@@ -77,7 +84,7 @@ function drawCompare(box, data, s, select) {
     const clamped = head !== s.head || layer !== s.layer ? " (its last)" : "";
     el("p", {class: "caption", text: `layer ${layer}, head ${head}${clamped}, step ${run.steps[i]}`}, card);
     const strip = el("div", {class: "strip"}, card);
-    for (let h = 0; h < run.types[s.type].heads; h++) {
+    for (let h = 0; h < layerHeads(run.types[s.type], layer); h++) {
       const c = el("canvas", {class: "mini" + (h === head ? " selected" : ""), title: `head ${h}`, "data-head": h}, strip);
       drawThumb(c, headMap(run, s.type, layer, i, pair, h), 36);
       c.addEventListener("click", () => select({run: r, layer, head: h}));
@@ -94,7 +101,7 @@ function drawCharts(box, data, run, s, select) {
   for (const name of data.stats) {
     const per = t.stats[name];  // [step][layer][head]
     const series = [];
-    for (let l = 0; l < t.layers; l++) for (let h = 0; h < t.heads; h++) {
+    for (let l = 0; l < t.layers; l++) for (let h = 0; h < layerHeads(t, l); h++) {
       series.push({values: per.map(grid => grid[l] ? grid[l][h] : null), label: `layer ${l}, head ${h}`,
         colour: LAYER_COLOURS[l % LAYER_COLOURS.length], selected: l === s.layer && h === s.head,
         onClick: () => select({layer: l, head: h})});
