@@ -9,6 +9,13 @@ What the attention heads of a trained run do, from its best checkpoint:
   alignment    each cross-attention head's (and each layer's head-average) argmax word
                alignment under teacher forcing, against the corpus's gold links: precision,
                recall, F1, AER (train/evals/alignment.py); only for corpora with an `alignment` column
+  roles        each head's roles (Voita et al. 2019): positional (with its offset), rare-token
+               (against the training split's token frequencies), sink, alignment, and the shares
+               behind them (train/analysis/head_roles.py)
+  gates        with model.head_gates=concrete: each head's P(gate open) and evaluation gate
+
+A pruned run (`python -m train.prune`, per-layer model.head_counts) lists each layer's own heads:
+the per-layer lists in heads.json are then of different lengths.
 
 Writes DIR/heads/heads.json (every figure), importance.png, pruning_curve.png, alignment.png and
 summary.md, and prints the Markdown summary. Arguments are Hydra overrides typed by HeadsArgs.
@@ -57,32 +64,71 @@ def register_args() -> None:
 
 # ---- the analysis ------------------------------------------------------------------------------
 
-def alignment_block(counts: Any) -> dict:
-    """JSON for one query convention: per-head and layer-average scores, the best of each."""
+def alignment_block(counts: Any, present: np.ndarray) -> dict:
+    """JSON for one query convention: per-head and layer-average scores, the best of each.
+    present: (L, H) which cross-attention grid entries are heads."""
     from train.analysis.alignment import METRICS, best_aligner
+    from train.analysis.head_importance import to_lists
 
     scores = counts.scores()  # (L, H + 1): column H is the layer's head average
     best_avg = best_aligner({m: scores[m][:, -1:] for m in METRICS}, heads_only=False)
     best_avg["head"] = "avg"
-    return {"heads": {m: scores[m][:, :-1].round(4).tolist() for m in METRICS},
+    return {"heads": {m: to_lists(scores[m][:, :-1], present, 4) for m in METRICS},
             "layer_average": {m: scores[m][:, -1].round(4).tolist() for m in METRICS},
             "best_head": best_aligner(scores), "best_layer_average": best_avg,
             "predicted_links": counts.predicted.tolist()}
 
 
 def f1_grid(block: dict) -> np.ndarray:
-    """(L, H + 1) F1: heads, then the layer average."""
-    return np.array([h + [a] for h, a in zip(block["heads"]["f1"], block["layer_average"]["f1"])])
+    """(L, H + 1) F1: heads (NaN past a pruned layer's own), then the layer average."""
+    from train.analysis.head_importance import grid
+
+    rows = block["heads"]["f1"]
+    heads = grid(rows, max((len(r) for r in rows), default=0))
+    return np.concatenate([heads, np.asarray(block["layer_average"]["f1"], float)[:, None]], axis=1)
 
 
-def base_gates(model_cfg: Any) -> dict[str, np.ndarray]:
-    """All heads on, except those the run's own model.head_mask switched off."""
-    from train.analysis.head_importance import all_on, gate_shapes
+def gates_block(graphdef: Any, params: Any) -> dict:
+    """Each gated head's P(open) and evaluation gate, per type and layer (model/gate_params.py)."""
+    import jax
+    from flax import nnx
 
-    gates = all_on(gate_shapes(model_cfg))
-    for kind, rows in (model_cfg.head_mask or {}).items():
-        gates[kind] = np.asarray(rows, np.float32)
-    return gates
+    from model.gate_params import gate_table, log_alphas
+
+    table = gate_table(jax.device_get(log_alphas(nnx.merge(graphdef, params))))
+    return {name: {kind: [[] if row is None else np.round(row[key], 4).tolist() for row in rows]
+                   for kind, rows in table.items()}
+            for name, key in (("open_probability", "open_probability"), ("eval_gate", "eval_gate"))}
+
+
+def roles_block(graphdef: Any, params: Any, batches: list, cfg: Any, tokenizer: Any, present: dict,
+                alignment: Optional[dict]) -> dict:
+    """Every head's roles and the evidence, in heads.json's layout (train/analysis/head_roles.py)."""
+    from train.analysis.head_importance import gate_shapes
+    from train.analysis.head_roles import ROLES, classify, roles_json, thresholds_json
+    from train.evals.head_roles import role_counts, token_frequencies
+    from train.runs import load_split
+
+    try:  # token frequencies of the training data, for the rare-token role
+        train = load_split(cfg, tokenizer, "train")
+        frequencies, source = token_frequencies(train, tokenizer.vocab_size), f"train split, {len(train)} pairs"
+    except RunError as e:
+        frequencies, source = None, f"none ({e}): no rare-token role"
+    longest = max(max(b.src.shape[1], b.tgt_in.shape[1]) for b in batches)
+    counts = role_counts(graphdef, params, batches, gate_shapes(cfg.model), longest - 1, frequencies)
+    f1 = baseline = None
+    if alignment is not None:
+        f1 = f1_grid(alignment["output_rows"])[:, :-1]
+        baseline = alignment["diagonal_baseline"]["f1"]
+    out: dict[str, Any] = {"thresholds": thresholds_json(), "frequencies": source}
+    for kind, c in counts.items():
+        evidence = c.evidence()
+        aligned = f1 if kind == "cross" else None
+        out[kind] = roles_json(evidence, classify(evidence, alignment_f1=aligned, baseline_f1=baseline),
+                               present[kind], aligned)
+    out["counts"] = {role: sum(role in h["roles"] for kind in counts for layer in out[kind] for h in layer)
+                     for role in ROLES}
+    return out
 
 
 def mean_loss(loss_fn, params, gates, batches) -> float:
@@ -104,13 +150,16 @@ def analyse(args: Any) -> dict:
     from data.pipeline import PreparedData
     from model.decoding import make_decode_fn
     from train.analysis.head_importance import (
+        base_gates,
         gates_without,
         head_importance,
         make_gate_grad_fn,
         make_loss_fn,
+        present_heads,
         prunable_share,
         pruning_order,
         pruning_steps,
+        to_lists,
     )
     from train.engine.runtime import enable_compilation_cache, quiet_library_logs
     from train.evals.alignment import AlignmentEvaluator, gold_reversed, length_buckets
@@ -136,12 +185,13 @@ def analyse(args: Any) -> dict:
     buckets = length_buckets(max(cfg.data.max_source_len, cfg.data.max_target_len))
     batches = [b.batch for b in example_batches(dataset, args.batch_rows, buckets)]
     gates0 = base_gates(cfg.model)
+    present = present_heads(cfg.model)  # (L, H) per type: all True unless the run was pruned
     params = run.params
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", file=sys.stderr)
 
     # 1. Importance at the unpruned gates (also gives the teacher-forced validation loss).
     log(f"importance: per-sentence gate gradients over {len(dataset)} {args.split} pairs")
-    imp = head_importance(jax.jit(make_gate_grad_fn(run.graphdef)), params, gates0, batches)
+    imp = head_importance(jax.jit(make_gate_grad_fn(run.graphdef)), params, gates0, batches, present)
     order = [h for h in pruning_order(imp["normalized"]) if gates0[h[0]][h[1], h[2]] > 0]
     rank = {k: np.zeros(v.shape, int) for k, v in imp["normalized"].items()}
     for r, (kind, layer, head) in enumerate(order, start=1):
@@ -157,7 +207,8 @@ def analyse(args: Any) -> dict:
         references = {"diagonal_baseline": evaluator.diagonal().scores(),  # no model: word order alone
                       "argmax_ceiling": evaluator.oracle().scores()}  # the best one link per subword can do
         alignment = {"examples": evaluator.examples, "gold_links": counts[False].gold,
-                     "output_rows": alignment_block(counts[False]), "input_rows": alignment_block(counts[True]),
+                     "output_rows": alignment_block(counts[False], present["cross"]),
+                     "input_rows": alignment_block(counts[True], present["cross"]),
                      **{name: {m: round(float(v), 4) for m, v in sc.items()} for name, sc in references.items()}}
     else:
         log("alignment: skipped (the split has no gold word alignments)")
@@ -175,7 +226,7 @@ def analyse(args: Any) -> dict:
     bleu_set = dataset.select(range(n_bleu))
     metric = primary_metric(cfg.data.task)
     shapes = {k: v.shape for k, v in gates0.items()}
-    already_off = [(k, l, h) for k, g in gates0.items() for l, h in zip(*np.nonzero(g == 0))]
+    already_off = [(k, l, h) for k, g in gates0.items() for l, h in zip(*np.nonzero((g == 0) & present[k]))]
     total = len(order) + len(already_off)
     curve = []
     for k in pruning_steps(len(order), args.prune_step):
@@ -189,6 +240,11 @@ def analyse(args: Any) -> dict:
         log(f"pruning: {k}/{len(order)} heads off: val loss {loss:.3f}, {metric} {point[metric]:.2f}")
     share = prunable_share(curve, 1.0, metric)
 
+    # 4. Roles (and gates, for a gated run).
+    log("roles: positional, rare-token, sink, alignment")
+    roles = roles_block(run.graphdef, params, batches, cfg, run.tokenizer, present, alignment)
+    gates = None if cfg.model.head_gates == "none" else gates_block(run.graphdef, params)
+
     result = {
         "run_dir": str(run.run_dir),
         "step": run.step,
@@ -197,21 +253,27 @@ def analyse(args: Any) -> dict:
         "bleu_examples": n_bleu,
         "metric": metric,
         "decode": dataclasses.asdict(decode),
-        "model": {"num_heads": cfg.model.num_heads, "encoder_layers": cfg.model.encoder_layers,
-                  "decoder_layers": cfg.model.decoder_layers, "heads_total": total},
+        "model": {"num_heads": max(v.shape[1] for v in present.values()), "encoder_layers": cfg.model.encoder_layers,
+                  "decoder_layers": cfg.model.decoder_layers, "heads_total": total,
+                  "head_counts": {k: list(v) for k, v in cfg.model.resolved_head_counts().items()}},
         "baseline": {"val_loss": round(imp["loss"], 4), metric: curve[0][metric]},
-        "importance": {k: {"raw": imp["raw"][k].tolist(), "normalized": imp["normalized"][k].round(4).tolist(),
-                           "pruning_rank": rank[k].tolist()} for k in imp["raw"]},
+        "importance": {k: {"raw": to_lists(imp["raw"][k], present[k]),
+                           "normalized": to_lists(imp["normalized"][k], present[k], 4),
+                           "pruning_rank": to_lists(rank[k], present[k])} for k in imp["raw"]},
         "importance_tokens": imp["tokens"],
         "pruning_order": [list(h) for h in order],
         "pruning_curve": curve,
         "prunable_share_1bleu": share,
         "alignment": alignment,
         "best_alignment_f1": None if alignment is None else alignment["output_rows"]["best_head"]["f1"],
+        "roles": roles,
+        "gates": gates,
         "wall_s": round(time.time() - t0, 1),
     }
     (out_dir / "heads.json").write_text(json.dumps(result, indent=1) + "\n")
     write_figures(result, out_dir)
+    from train.analysis.heads_summary import markdown_summary
+
     (out_dir / "summary.md").write_text(markdown_summary(result))
     return result
 
@@ -225,9 +287,13 @@ def write_figures(result: dict, out_dir: Path) -> None:
         save,
     )
 
+    from train.analysis.head_importance import grid
+
     imp = result["importance"]
-    save(importance_figure({k: np.array(v["normalized"]) for k, v in imp.items()},
-                           {k: np.array(v["pruning_rank"]) for k, v in imp.items()}), out_dir / "importance.png")
+    width = lambda rows: max((len(r) for r in rows), default=0)
+    save(importance_figure({k: grid(v["normalized"], width(v["normalized"])) for k, v in imp.items()},
+                           {k: grid(v["pruning_rank"], width(v["pruning_rank"]), 0).astype(int) for k, v in imp.items()}),
+         out_dir / "importance.png")
     save(pruning_figure(result["pruning_curve"], result["prunable_share_1bleu"], result["metric"]),
          out_dir / "pruning_curve.png")
     a = result["alignment"]
@@ -240,55 +306,9 @@ def write_figures(result: dict, out_dir: Path) -> None:
              out_dir / "alignment.png")
 
 
-# ---- the Markdown summary ---------------------------------------------------------------------
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows])
-
-
-def markdown_summary(r: dict) -> str:
-    m, M = r["metric"], r["metric"].upper()
-    lines = [f"# Heads of {Path(r['run_dir']).name} (step {r['step']}, {r['split']}: {r['examples']} pairs)", "",
-             f"Unpruned: validation loss {r['baseline']['val_loss']:.3f}, {M} {r['baseline'][m]:.2f} "
-             f"({'greedy' if r['decode']['beam_size'] == 1 else 'beam ' + str(r['decode']['beam_size'])}, "
-             f"{r['bleu_examples']} pairs).", "",
-             "## Importance", "",
-             "Mean |d loss / d gate| per target token, divided by the layer's L2 norm (Michel et al. 2019).", ""]
-    heads = r["model"]["num_heads"]
-    rows = [[kind.replace("_", " "), layer] + [round(v, 3) for v in values]
-            for kind, imp in r["importance"].items() for layer, values in enumerate(imp["normalized"])]
-    lines += _table(["attention", "layer"] + [f"head {h}" for h in range(heads)], rows)
-    lines += ["", f"## Pruning ({r['model']['heads_total']} heads, least important first)", ""]
-    base = r["pruning_curve"][0][m]
-    lines += _table(["heads off", "share", "val loss", M, f"{M} lost"],
-                    [[p["heads_off"], f"{p['share']:.0%}", p["val_loss"], round(p[m], 2), round(base - p[m], 2)]
-                     for p in r["pruning_curve"]])
-    lines += ["", f"**{r['prunable_share_1bleu']:.0%} of the heads can be switched off for less than 1 {M} lost.**"]
-    if base < 5:  # near the floor nothing can drop by a whole point: the share says little
-        lines += [f"(The unpruned model scores only {base:.2f} {M}; train longer for a meaningful share.)"]
-    a = r["alignment"]
-    if a is not None:
-        out = a["output_rows"]
-        lines += ["", f"## Alignment ({a['examples']} pairs, {a['gold_links']} gold links)", "",
-                  "F1 of each cross-attention head's argmax word alignment (rows = the predicted token); "
-                  "avg = the layer's head-averaged attention.", ""]
-        lines += _table(["layer"] + [f"head {h}" for h in range(heads)] + ["avg"],
-                        [[layer] + [round(v, 3) for v in f1] + [round(out["layer_average"]["f1"][layer], 3)]
-                         for layer, f1 in enumerate(out["heads"]["f1"])])
-        desc = lambda b: (f"F1 {b['f1']:.3f}, precision {b['precision']:.3f}, recall {b['recall']:.3f}, "
-                          f"AER {b['aer']:.3f}")
-        b, la, sh = out["best_head"], out["best_layer_average"], a["input_rows"]["best_head"]
-        lines += ["", f"Best head: layer {b['layer']} head {b['head']}: {desc(b)}.",
-                  f"Best layer average: layer {la['layer']}: {desc(la)}.",
-                  f"With rows = input token (shift-att): best head layer {sh['layer']} head {sh['head']}: {desc(sh)}.",
-                  f"Reference without a model, the length-scaled diagonal: {desc(a['diagonal_baseline'])}.",
-                  f"Ceiling for argmax aligners (gold-guided, one link per subword): {desc(a['argmax_ceiling'])}."]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Optional[list[str]] = None) -> None:
+    from train.analysis.heads_summary import markdown_summary
+
     register_args()
     args = compose_args("heads", HeadsArgs, sys.argv[1:] if argv is None else argv, USAGE)
     result = run_command(analyse, args)

@@ -68,6 +68,14 @@ def all_on(shapes: dict[str, tuple[int, int]]) -> Gates:
     return {k: np.ones(shapes[k], np.float32) for k in ATTENTION_TYPES}
 
 
+def base_gates(model_cfg: Any) -> Gates:
+    """All heads on, except those the run's own model.head_mask switched off: (L, H) per type."""
+    gates = all_on(gate_shapes(model_cfg))
+    for kind, rows in (model_cfg.head_mask or {}).items():
+        gates[kind] = grid(rows, gates[kind].shape[1], fill=1.0).astype(np.float32)
+    return gates
+
+
 # ---- losses and gradients (pure; jit them) ---------------------------------------------------
 
 def _example_nll(logits: jax.Array, tgt_out: jax.Array) -> tuple[jax.Array, jax.Array]:

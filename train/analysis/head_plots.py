@@ -26,7 +26,7 @@ def save(fig: Figure, path: Path) -> Path:
 def _heatmap(ax, values: np.ndarray, title: str, col_labels: Sequence[str], vmin: float, vmax: float,
              cmap: str = "viridis", fmt: str = "{:.2f}"):
     """Layer-by-column heatmap with each value written in its cell."""
-    im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_title(title)
     ax.set_xticks(range(values.shape[1]), col_labels)
     ax.set_yticks(range(values.shape[0]), [str(i) for i in range(values.shape[0])])
@@ -34,8 +34,9 @@ def _heatmap(ax, values: np.ndarray, title: str, col_labels: Sequence[str], vmin
     ax.set_ylabel("layer")
     mid = (vmin + vmax) / 2
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
-                color="black" if v > mid else "white")
+        if np.isfinite(v):  # NaN: a head a pruned layer does not have
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                    color="black" if v > mid else "white")
     return im
 
 
@@ -50,6 +51,8 @@ def importance_figure(normalized: dict[str, np.ndarray], order_rank: dict[str, n
         values = normalized[kind]
         im = _heatmap(ax, values, f"{TITLES[kind]} attention", [str(h) for h in range(values.shape[1])], 0.0, 1.0)
         for (i, j), r in np.ndenumerate(order_rank[kind]):
+            if r <= 0:  # no such head (or already off): no rank
+                continue
             ax.text(j + 0.45, i + 0.45, f"#{r}", ha="right", va="bottom", fontsize=7,
                     color="black" if values[i, j] > 0.5 else "white")
     fig.colorbar(im, ax=list(axes), label="importance / layer L2 norm")

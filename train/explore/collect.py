@@ -56,7 +56,7 @@ def step_metrics(metrics: list[dict], steps: list[int]) -> dict[str, list]:
 
 
 def head_results(heads: Optional[dict]) -> Optional[dict]:
-    """Importance, pruning rank and alignment F1 per head from heads.json, or None."""
+    """Importance, pruning rank, alignment F1, roles and gate P(open) per head from heads.json, or None."""
     if not isinstance(heads, dict) or not isinstance(heads.get("importance"), dict):
         return None
     imp = {k: v for k, v in heads["importance"].items() if k in ATTENTION_TYPES and isinstance(v, dict)}
@@ -68,6 +68,27 @@ def head_results(heads: Optional[dict]) -> Optional[dict]:
         out["f1"] = heads["alignment"]["output_rows"]["heads"]["f1"]
     except (KeyError, TypeError):
         pass  # no gold alignments for this corpus
+    out["roles"] = role_labels(heads.get("roles"))
+    gates = heads.get("gates")
+    out["gate"] = gates.get("open_probability") if isinstance(gates, dict) else None
+    return out
+
+
+ROLE_BADGES = {"positional": "pos", "rare_token": "rare", "sink": "sink", "alignment": "align"}
+
+
+def role_labels(roles: Optional[dict]) -> Optional[dict]:
+    """{type: [layer][head] -> short role labels ("pos -1", "rare", ...)} from heads.json's roles."""
+    if not isinstance(roles, dict):
+        return None
+    out = {}
+    for kind in ATTENTION_TYPES:
+        layers = roles.get(kind)
+        if not isinstance(layers, list):
+            continue
+        out[kind] = [[[ROLE_BADGES.get(r, r) + (f" {h['positional_offset']:+d}" if r == "positional" and
+                                                isinstance(h.get("positional_offset"), int) else "")
+                       for r in h.get("roles", [])] for h in layer] for layer in layers]
     return out
 
 

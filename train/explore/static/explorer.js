@@ -84,7 +84,8 @@ function redraw() {
   const h = run.heads;
   $("badge-note").textContent = h
     ? `Badges from heads/heads.json (python -m train.heads, checkpoint step ${h.step}, ${h.split} split): ` +
-      "imp = importance normalised per layer, #r = pruning rank (1 is pruned first), F1 = word-alignment F1 of a cross head."
+      "imp = importance normalised per layer, #r = pruning rank (1 is pruned first), F1 = word-alignment F1 of a cross head, " +
+      "gate = P(gate open) of a gated run; pos ±k / rare / sink / align = the head's roles."
     : `No heads/heads.json for this run: \`python -m train.heads run_dir=${run.name}\` adds importance, ` +
       "pruning-rank and alignment-F1 badges.";
 }

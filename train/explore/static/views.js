@@ -40,13 +40,19 @@ function badgeValues(run, type, layer, head) {
   if (rank && rank[layer] && rank[layer][head]) out.push(["#", String(rank[layer][head]), "pruning rank: 1 = pruned first"]);
   if (type === "cross" && r.f1 && r.f1[layer] && r.f1[layer][head] !== undefined)
     out.push(["F1", r.f1[layer][head].toFixed(2), "word-alignment F1 against gold links"]);
+  const gate = r.gate && r.gate[type];
+  if (gate && gate[layer] && gate[layer][head] !== undefined)
+    out.push(["gate", gate[layer][head].toFixed(2), "P(Hard Concrete gate open), the expected L0 of the head"]);
+  const roles = r.roles && r.roles[type];
+  if (roles && roles[layer] && roles[layer][head])
+    for (const role of roles[layer][head]) out.push(["role", role, "head role (Voita et al. 2019), heads.json's roles"]);
   return out;
 }
 
 function badges(parent, run, type, layer, head) {
   const box = el("div", {class: "badges"}, parent);
   for (const [name, value, title] of badgeValues(run, type, layer, head))
-    el("span", {class: "badge", title, text: name === "#" ? "#" + value : `${name} ${value}`}, box);
+    el("span", {class: "badge", title, text: name === "#" ? "#" + value : name === "role" ? value : `${name} ${value}`}, box);
   return box;
 }
 
