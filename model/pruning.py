@@ -47,7 +47,8 @@ def pruned_config(cfg: ModelConfig, keep: Keep) -> ModelConfig:
                 for kind, rows in dict(cfg.head_mask).items()}
         if all(g == 1.0 for rows in mask.values() for row in rows for g in row):
             mask = None
-    return dataclasses.replace(cfg, head_dim=cfg.resolved_head_dim, head_mask=mask,
+    # num_heads and head_dim stay: they fix head_dim, which every kept head still has.
+    return dataclasses.replace(cfg, head_mask=mask,
                                head_counts={kind: [len(h) for h in keep[kind]] for kind in ATTENTION_TYPES})
 
 

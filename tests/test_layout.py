@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.conftest import REPO_ROOT
 
 COMMANDS = {"train.__main__", "train.evaluate", "train.translate", "train.heads", "train.attention_figures",
-            "train.prepare", "train.report.__main__", "train.bench.__main__", "train.explore.__main__"}
+            "train.prepare", "train.report.__main__", "train.bench.__main__", "train.explore.__main__", "train.prune"}
 MAX_LINES = 400
 
 
