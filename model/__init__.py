@@ -7,6 +7,9 @@
     transformer.py     the encoder-decoder, with packing and incremental (KV-cached) decoding
     decoding.py        greedy and beam search, and the jitted decode function
     dropout.py matmul.py flops.py   dropout masks, the dense matmul, parameter and FLOP counts
+    gates.py           Hard Concrete head gates (sampling, the evaluation gate, expected L0)
+    gate_params.py     a model's gates: their log_alphas, the L0 penalty, what training logs
+    pruning.py         physical head pruning: a smaller model's parameters (and optimizer state)
 
 May import jax, flax and numpy only: no data loading, no Hydra, no I/O, nothing from data/ or
 train/. Everything takes typed config objects and arrays.

@@ -110,6 +110,8 @@ def test_pruned_run_loads_and_equals_the_gated_off_full_model(runs, pruned):
     decode = lambda g, p: np.asarray(make_decode_fn(g, beam_size=1, alpha=0.6, max_len=12, max_len_a=1.5,
                                                     max_len_b=4)(p, src))
     np.testing.assert_array_equal(decode(small.graphdef, small.params), decode(graphdef, params))
+    check(run_cli(["-m", "train.evaluate", f"run_dir={pruned}", "split=validation", "limit=4"], env=FAST_XLA))
+    assert json.loads((pruned / "eval" / "validation.json").read_text())["examples"] == 4
 
 
 def test_pruned_run_resumes_training_and_is_analysed(runs, pruned):
