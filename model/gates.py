@@ -7,7 +7,8 @@ sample onto (gamma, zeta), then clips it to [0, 1], so that exact 0 and exact 1 
 
     s = sigmoid((log u - log(1 - u) + log_alpha) / beta),   z = clip(s * (zeta - gamma) + gamma, 0, 1)
 
-with beta = 2/3, gamma = -0.1, zeta = 1.1. Evaluation and decoding use the deterministic gate
+with beta = 2/3, gamma = -0.1, zeta = 1.1: one draw per gate per training step, shared by the rows
+of the batch (Louizos et al. sample once per minibatch). Evaluation and decoding use the deterministic gate
 z = clip(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1). The expected L0 norm of a gate, its
 probability of being non-zero, is
 

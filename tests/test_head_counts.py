@@ -174,3 +174,33 @@ def test_flops_count_each_layers_width():
     assert part["encoder_dense"] == 6 * ((4 * d * 3 * k + 2 * d * f) + (4 * d * 1 * k + 2 * d * f)) * 10
     assert part["attention"] == 12 * k * ((3 + 1) * 100 + (2 + 0) * 100 + (1 + 3) * 100)
     assert part["output"] == full["output"] and part["per_example"] < full["per_example"]
+
+
+def test_analyses_skip_heads_a_layer_lacks():
+    """NaN maps (a head a pruned layer lacks) predict no alignment link, leave the layer average
+    to the real heads, and give NaN statistics; importance grids are NaN there and out of the order."""
+    from train.analysis.alignment import score_cross_attention
+    from train.analysis.attention_stats import real_heads, stack_layers, stats_of_kind
+    from train.analysis.head_importance import normalize_per_layer, pruning_order, to_lists
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((1, 2, 3, 4, 5))
+    maps /= maps.sum(-1, keepdims=True)
+    gaps = maps.copy()
+    gaps[:, :, 2] = np.nan  # layer 0 has 2 heads of 3
+    words = [[0, 1, 2, 3, 4]] * 2
+    gold = [[[0, 0], [1, 1]]] * 2
+    full = score_cross_attention(maps[:, :, :2], words, words[:1] * 2, gold)
+    part = score_cross_attention(gaps, words, words[:1] * 2, gold)
+    np.testing.assert_array_equal(part.predicted[:, :2], full.predicted[:, :2])
+    assert part.predicted[0, 2] == 0  # the missing head
+    np.testing.assert_array_equal(part.hits[:, 3], full.hits[:, 2])  # average over the two real heads
+    assert real_heads(gaps[0]) == 2 and real_heads(maps[0]) == 3
+    stats = stats_of_kind(gaps[0], np.full((2, 5), 7), np.ones((2, 4), bool), np.ones((2, 5), bool), "cross")
+    assert np.isnan(stats["entropy"][2]) and np.isfinite(stats["entropy"][:2]).all()
+    grid = stack_layers([{"entropy": np.array([1.0, 2.0])}, {"entropy": np.array([3.0])}])["entropy"]
+    assert np.isnan(grid[1, 1]) and grid.shape == (2, 2)
+    imp = normalize_per_layer(np.array([[3.0, 4.0, np.nan]]))
+    np.testing.assert_allclose(imp[0, :2], [0.6, 0.8])
+    assert pruning_order({"cross": imp}) == [("cross", 0, 0), ("cross", 0, 1)]
+    assert to_lists(imp, np.array([[True, True, False]]), 2) == [[0.6, 0.8]]

@@ -100,3 +100,18 @@ def test_cross_heads_get_alignment_not_position():
     assert np.isnan(ev["positional_share"]).all()
     roles = classify(ev, alignment_f1=np.array([[0.4, 0.1]]), baseline_f1=0.2)
     assert roles[0, 0] == ["alignment"] and roles[0, 1] == []
+
+
+def test_explorer_badges_from_heads_json():
+    """The explorer's head view reads roles (short labels) and gate P(open) from heads.json."""
+    from train.explore.collect import head_results
+
+    roles = {"encoder_self": [[{"roles": ["positional"], "positional_offset": -1}, {"roles": ["sink", "rare_token"]}]],
+             "cross": [[{"roles": ["alignment"]}]], "thresholds": {}, "counts": {}}
+    heads = {"step": 5, "split": "validation", "model": {"heads_total": 3},
+             "importance": {"encoder_self": {"normalized": [[0.1, 0.9]], "pruning_rank": [[1, 2]]}},
+             "roles": roles, "gates": {"open_probability": {"encoder_self": [[0.25, 0.99]]}}}
+    result = head_results(heads)
+    assert result["roles"] == {"encoder_self": [[["pos -1"], ["sink", "rare"]]], "cross": [[["align"]]]}
+    assert result["gate"] == {"encoder_self": [[0.25, 0.99]]}
+    assert head_results({**heads, "roles": None, "gates": None})["roles"] is None
