@@ -129,6 +129,8 @@ def test_pruned_run_resumes_training_and_is_analysed(runs, pruned):
         with np.load(pruned / "attention" / "step_12" / f"{kind}_layer0.npz") as npz:
             assert npz["weights"].shape[1] == per_layer[0]
 
+    page_without_errors(pruned / "explorer.html", counts)
+
     check(run_cli(["-m", "train.heads", f"run_dir={pruned}", "batch_rows=8", "prune_step=0.5"], env=FAST_XLA))
     r = json.loads((pruned / "heads" / "heads.json").read_text())
     assert r["model"]["heads_total"] == 5
@@ -138,6 +140,24 @@ def test_pruned_run_resumes_training_and_is_analysed(runs, pruned):
         assert [len(row) for row in r["gates"]["open_probability"][kind]] == list(per_layer)
     assert set(r["roles"]["counts"]) == {"positional", "rare_token", "sink", "alignment"}
     assert r["roles"]["frequencies"].startswith("train split")
+
+
+def page_without_errors(page_path: Path, counts: dict) -> None:
+    """The explorer page of a pruned run in headless Chromium: each type's model view has one
+    map per real head and an empty cell per head a layer lacks; nothing logs an error."""
+    from tests.test_explorer_browser import CHROMIUM, assert_clean, opened
+
+    if not CHROMIUM.exists():
+        return  # the browser tests skip too; the page's data was checked above
+    with opened(page_path) as (page, errors, requests):
+        for kind, per_layer in counts.items():
+            if sum(per_layer) == 0:
+                continue  # the type is still listed; the page moves to one with heads
+            page.select_option("#type", kind)
+            widest = max(per_layer)
+            assert page.locator("#model .thumb").count() == sum(per_layer), kind
+            assert page.locator("#model .nohead").count() == widest * len(per_layer) - sum(per_layer), kind
+        assert_clean(errors, requests)
 
 
 def test_by_importance_and_random(runs, tmp_path):

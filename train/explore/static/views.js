@@ -66,7 +66,7 @@ function drawModelView(box, run, s, select) {
   for (let l = 0; l < t.layers; l++) {
     el("div", {class: "rowhead", text: "layer " + l}, grid);
     for (let h = 0; h < t.heads; h++) {
-      if (h >= layerHeads(t, l)) { el("div", {class: "thumb pruned", title: `layer ${l} has no head ${h}`}, grid); continue; }
+      if (h >= layerHeads(t, l)) { el("div", {class: "nohead", title: `layer ${l} has no head ${h} (pruned)`}, grid); continue; }
       const cell = el("div", {class: "thumb" + (l === s.layer && h === s.head ? " selected" : ""),
         "data-layer": l, "data-head": h, title: `${TYPE_NAMES[s.type]}, layer ${l}, head ${h}`}, grid);
       drawThumb(el("canvas", {}, cell), headMap(run, s.type, l, s.step, s.pair, h), size);
