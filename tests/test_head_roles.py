@@ -115,3 +115,14 @@ def test_explorer_badges_from_heads_json():
     assert result["roles"] == {"encoder_self": [[["pos -1"], ["sink", "rare"]]], "cross": [[["align"]]]}
     assert result["gate"] == {"encoder_self": [[0.25, 0.99]]}
     assert head_results({**heads, "roles": None, "gates": None})["roles"] is None
+
+
+def test_token_frequencies_count_each_side_in_chunks():
+    import datasets
+
+    from train.evals.head_roles import token_frequencies
+
+    ds = datasets.Dataset.from_dict({"src_ids": [[4, 5, 2], [5, 2], [6, 6, 6, 2]], "tgt_ids": [[7, 2], [7, 7, 2], [2]]})
+    freq = token_frequencies(ds, 10, chunk=2)
+    np.testing.assert_array_equal(freq["source"], [0, 0, 3, 0, 1, 2, 3, 0, 0, 0])
+    np.testing.assert_array_equal(freq["target"], [0, 0, 3, 0, 0, 0, 0, 3, 0, 0])

@@ -39,7 +39,7 @@ from train.cli import DecodeOverrides, compose_args, decode_config, run_command
 from train.errors import RunError
 
 USAGE = ("usage: python -m train.heads run_dir=DIR [split=validation] [step=N] [limit=N] [bleu_limit=N] "
-         "[prune_step=0.1] [batch_rows=32] [decode.beam_size=1]")
+         "[prune_step=0.1] [batch_rows=32] [frequency_pairs=200000] [decode.beam_size=1]")
 OUT_DIR = "heads"
 
 
@@ -52,6 +52,7 @@ class HeadsArgs:
     bleu_limit: Optional[int] = None  # pairs decoded at each pruning step; None = as many as `limit`
     prune_step: float = 0.1  # share of all heads switched off per pruning step
     batch_rows: int = 32  # examples per batch for the teacher-forced passes
+    frequency_pairs: Optional[int] = 200_000  # training pairs counted for the rare-token role; None = all
     decode: DecodeOverrides = field(default_factory=DecodeOverrides)
 
 
@@ -102,7 +103,7 @@ def gates_block(graphdef: Any, params: Any) -> dict:
 
 
 def roles_block(graphdef: Any, params: Any, batches: list, cfg: Any, tokenizer: Any, present: dict,
-                alignment: Optional[dict]) -> dict:
+                alignment: Optional[dict], frequency_pairs: Optional[int]) -> dict:
     """Every head's roles and the evidence, in heads.json's layout (train/analysis/head_roles.py)."""
     from train.analysis.head_importance import gate_shapes
     from train.analysis.head_roles import ROLES, classify, roles_json, thresholds_json
@@ -111,6 +112,8 @@ def roles_block(graphdef: Any, params: Any, batches: list, cfg: Any, tokenizer: 
 
     try:  # token frequencies of the training data, for the rare-token role
         train = load_split(cfg, tokenizer, "train")
+        if frequency_pairs is not None and frequency_pairs < len(train):
+            train = train.select(range(frequency_pairs))
         frequencies, source = token_frequencies(train, tokenizer.vocab_size), f"train split, {len(train)} pairs"
     except RunError as e:
         frequencies, source = None, f"none ({e}): no rare-token role"
@@ -242,7 +245,7 @@ def analyse(args: Any) -> dict:
 
     # 4. Roles (and gates, for a gated run).
     log("roles: positional, rare-token, sink, alignment")
-    roles = roles_block(run.graphdef, params, batches, cfg, run.tokenizer, present, alignment)
+    roles = roles_block(run.graphdef, params, batches, cfg, run.tokenizer, present, alignment, args.frequency_pairs)
     gates = None if cfg.model.head_gates == "none" else gates_block(run.graphdef, params)
 
     result = {

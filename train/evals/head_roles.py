@@ -16,14 +16,15 @@ from train.engine.sharding import to_host
 from train.evals.attention_forward import attention_maps_fn
 
 
-def token_frequencies(dataset: Any, vocab_size: int) -> dict[str, np.ndarray]:
+def token_frequencies(dataset: Any, vocab_size: int, chunk: int = 10_000) -> dict[str, np.ndarray]:
     """How often each token id occurs on each side of `dataset` (the training split's src_ids and
-    tgt_ids): {"source": (V,), "target": (V,)} float."""
-    out = {}
-    for side, column in (("source", "src_ids"), ("target", "tgt_ids")):
-        ids = [np.asarray(row, np.int64) for row in dataset[column]]
-        flat = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-        out[side] = np.bincount(flat, minlength=vocab_size).astype(np.float64)[:vocab_size]
+    tgt_ids): {"source": (V,), "target": (V,)} float. Read `chunk` rows at a time (bounded memory)."""
+    out = {side: np.zeros(vocab_size, np.float64) for side in ("source", "target")}
+    for batch in dataset.select_columns(["src_ids", "tgt_ids"]).iter(batch_size=chunk):
+        for side, column in (("source", "src_ids"), ("target", "tgt_ids")):
+            rows = [np.asarray(row, np.int64) for row in batch[column]]
+            if rows:
+                out[side] += np.bincount(np.concatenate(rows), minlength=vocab_size)[:vocab_size]
     return out
 
 
