@@ -81,7 +81,7 @@ def write_pruned_run(run: Any, keep: dict, out_dir: Path, provenance: dict) -> d
     tree = prune_tree(target, restored, keep, cfg.model.resolved_head_dim)
     tree["state"] = tree["state"].replace(metrics=zero_metrics())  # sums since a log of the full model
 
-    out_dir.mkdir(parents=True)
+    out_dir.mkdir(parents=True, exist_ok=True)  # absent or empty (train.prune checked)
     (out_dir / ".hydra").mkdir()
     saved = OmegaConf.load(run.run_dir / ".hydra" / "config.yaml")
     saved.model.head_counts = {k: list(v) for k, v in dict(small.head_counts).items()}
