@@ -29,6 +29,11 @@ class Point:
     def finished(self) -> list[Run]:
         return [r for r in self.runs if r.status == "finished" and r.summary is not None]
 
+    def not_averaged(self) -> str:
+        """"1 failed, 1 unfinished": the point's runs left out of its averages."""
+        statuses = [r.status for r in self.runs if r.status != "finished"]
+        return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+
     def label(self, keys: list[str]) -> str:
         return " ".join(f"{k}={v}" for k, v in zip(keys, self.values)) or "all runs"
 
@@ -61,9 +66,8 @@ def point_interval(point: Point, key: str) -> Optional[Interval]:
 def point_row(point: Point, keys: list[str], metric: str) -> dict[str, Any]:
     """Full-precision row for report.csv's companion, points.csv."""
     row: dict[str, Any] = dict(zip(point_keys(keys), point.values))
-    statuses = [r.status for r in point.runs]
     row["seeds finished"] = len(point.finished)
-    row["not averaged"] = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses) if s != "finished")
+    row["not averaged"] = point.not_averaged()
     for key, name in summary_metrics(metric):
         iv = point_interval(point, key)
         row[f"{name} mean"] = iv.mean if iv else None
@@ -88,12 +92,10 @@ def display_points(points: list[Point], keys: list[str], metric: str) -> list[di
     rows = []
     for point in points:
         row = {k: v for k, v in zip(point_keys(keys), point.values)}
-        statuses = [r.status for r in point.runs]
         row["seeds"] = f"{len(point.finished)}/{len(point.runs)}"
         for key, name in shown:
             row[name] = format_interval(point_interval(point, key), 3 if "loss" in key or "ratio" in key else 2)
-        row["not averaged"] = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)
-                                        if s != "finished") or "–"
+        row["not averaged"] = point.not_averaged() or "–"
         rows.append(row)
     return rows
 
