@@ -135,3 +135,28 @@ def test_gate_config_checks():
         to_config(compose(["model=tiny", "model.head_gates=concrete", "train.gate_l0=-1"]))
     cfg = to_config(compose(["model=tiny", "model.head_gates=concrete", "train.gate_l0=0.05"]))
     assert cfg.train.gate_l0 == 0.05 and cfg.model.defining_fields()["head_gates"] == "concrete"
+
+
+def test_gate_lr_scale_speeds_up_the_gates_only():
+    """optim.gate_lr_scale multiplies the log_alpha updates and leaves every other update alone."""
+    model = Transformer(CFG, V, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    moved = {}
+    for scale in (1.0, 10.0):
+        tx, _ = make_optimizer(OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant", gate_lr_scale=scale), 1)
+        step, state = jax.jit(make_train_step(graphdef, tx, 0.0, 0.5)), create_state(params, tx)
+        for _ in range(2):  # the schedule's first rate is 0 (a 1-step warmup)
+            state = step(state, copy_batch(0), jax.random.PRNGKey(7))
+        delta = jax.tree_util.tree_map(lambda a, b: np.asarray(a - b), state.params, params)
+        flat, _ = jax.tree_util.tree_flatten_with_path(delta)
+        moved[scale] = {jax.tree_util.keystr(p): d for p, d in flat}
+    gate_keys = [k for k in moved[1.0] if "gate_log_alpha" in k]
+    assert len(gate_keys) == 3  # one per attention type of the 1-layer model
+    for k, d in moved[1.0].items():
+        if k in gate_keys:
+            assert np.abs(d).max() > 0
+            np.testing.assert_allclose(moved[10.0][k], 10 * d, rtol=1e-3)
+        else:
+            np.testing.assert_array_equal(moved[10.0][k], d)
+    with pytest.raises(ConfigError, match="optim.gate_lr_scale=0.0 must be positive"):
+        OptimConfig(gate_lr_scale=0.0).validate()

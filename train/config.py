@@ -42,6 +42,9 @@ class OptimConfig:
     clip_norm: float = 1.0  # global gradient norm; 0 disables clipping
     grad_accum: int = 1  # micro-batches per update (optax.MultiSteps); train.max_steps counts micro-batches,
     # warmup_steps and the decay count updates (max_steps / grad_accum of them)
+    gate_lr_scale: float = 1.0  # Hard Concrete gates' (model.head_gates) learning rate, as a multiple of the
+    # schedule's: Adam moves a log_alpha by about lr per step, and an open gate (log_alpha 3) needs to move by
+    # about 5 to close, so a fine-tune of a few thousand steps at lr 1e-3 needs a scale of 10 or more
 
     def validate(self) -> "OptimConfig":
         if self.lr <= 0:
@@ -50,6 +53,8 @@ class OptimConfig:
             raise ConfigError(f"optim.schedule={self.schedule!r} must be inverse_sqrt, cosine, linear or constant.")
         if self.warmup_steps < 0 or self.grad_accum < 1:
             raise ConfigError("optim.warmup_steps must be >= 0 and optim.grad_accum >= 1.")
+        if self.gate_lr_scale <= 0:
+            raise ConfigError(f"optim.gate_lr_scale={self.gate_lr_scale} must be positive (1 = the schedule's rate).")
         return self
 
 

@@ -43,6 +43,13 @@ def _decay_mask(params):
     return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
 
 
+def _is_gate(params):
+    """True at the Hard Concrete gates' log_alpha leaves (model/gates.py)."""
+    import jax
+
+    return jax.tree_util.tree_map_with_path(lambda path, _: "gate_log_alpha" in jax.tree_util.keystr(path), params)
+
+
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """AdamW (decoupled weight decay), global-norm clipping first, optional accumulation.
 
@@ -60,6 +67,8 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTr
     parts.append(
         optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=_decay_mask)
     )
+    if cfg.gate_lr_scale != 1.0:  # the gates' own rate (OptimConfig.gate_lr_scale); the rest is untouched
+        parts.append(optax.masked(optax.scale(cfg.gate_lr_scale), _is_gate))
     tx = optax.chain(*parts)
     if k == 1:
         return tx, schedule
