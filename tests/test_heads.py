@@ -29,6 +29,7 @@ from train.analysis.head_importance import (
     pruning_order,
     pruning_steps,
 )
+from train.analysis.pruning_orders import gate_order, random_order, summarize, with_shares
 
 V = 40
 # GELU, not ReLU: the loss is then smooth in the gates, so central differences converge.
@@ -136,6 +137,27 @@ def test_pruning_helpers():
     assert prunable_share(curve) == 0.2  # 0.3 loses 1.5; the recovery at 0.4 does not count
 
 
+def test_pruning_order_helpers():
+    heads = [("encoder_self", 0, 0), ("encoder_self", 0, 1), ("cross", 0, 0), ("cross", 0, 1)]
+    first, again, other = random_order(heads, 0), random_order(heads, 0), random_order(heads, 1)
+    assert first == again and sorted(first) == sorted(heads) and len({tuple(random_order(heads, s)) for s in range(8)}) > 1
+    assert other != first or random_order(heads, 2) != first
+    p_open = {"encoder_self": [[0.9, 0.1]], "cross": [[0.5, 0.1]]}
+    assert gate_order(p_open, heads) == [("encoder_self", 0, 1), ("cross", 0, 1), ("cross", 0, 0),
+                                         ("encoder_self", 0, 0)]  # ties: encoder self before cross
+    assert with_shares([0, 4, 8], 8) == [0, 2, 4, 6, 8]
+    c1 = [{"heads_off": k, "share": k / 4, "bleu": b} for k, b in zip(range(5), [20.0, 19.5, 18.0, 10.0, 1.0])]
+    c2 = [{"heads_off": k, "share": k / 4, "bleu": b} for k, b in zip(range(5), [20.0, 18.5, 16.0, 6.0, 1.0])]
+    s = summarize([c1, c2], "bleu")
+    assert s["seeds"] == 2 and s["mean"] == [20.0, 19.0, 17.0, 8.0, 1.0]
+    assert s["sd"][0] == 0 and s["sd"][2] == pytest.approx(np.std([18.0, 16.0], ddof=1), abs=1e-3)
+    assert s["at_shares"]["50%"] == {"mean": 17.0, "sd": pytest.approx(1.414, abs=1e-3)}
+    assert s["prunable_share_1bleu"] == {"mean": 0.125, "sd": pytest.approx(0.1768, abs=1e-4)}  # 25% and 0%
+    assert summarize([c1], "bleu")["sd"] == [0.0] * 5
+    with pytest.raises(ValueError):
+        summarize([c1, c1[:3]], "bleu")
+
+
 def test_gates_reach_the_decoder(split_model):
     """Greedy (KV-cached) decoding of a GatedModel == a model built with model.head_mask."""
     graphdef, params = split_model
@@ -200,12 +222,21 @@ def test_heads_command_end_to_end(short_run):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     printed = proc.stdout
     out = short_run / "heads"
-    for name in ("heads.json", "importance.png", "pruning_curve.png", "alignment.png", "summary.md"):
+    for name in ("heads.json", "importance.png", "pruning_curve.png", "pruning_orders.png", "alignment.png",
+                 "summary.md"):
         assert (out / name).is_file(), name
     r = json.loads((out / "heads.json").read_text())
     total = (1 + 1 + 1) * 2  # 1 encoder + 1 decoder layer, 2 heads; cross counts too
     assert r["model"]["heads_total"] == total and len(r["pruning_order"]) == total
-    assert [p["heads_off"] for p in r["pruning_curve"]] == [0, 3, 6]
+    assert [p["heads_off"] for p in r["pruning_curve"]] == [0, 2, 3, 4, 6]  # the 0.5 grid + 25/50/75% off
+    orders = r["pruning_orders"]
+    assert set(orders) == {"importance", "random"}  # no gates in this run: no gate order
+    assert orders["random"]["seeds"] == 3 and [s["heads_off"] for s in orders["random"]["steps"]] == [0, 2, 3, 4, 6]
+    assert orders["importance"]["mean"] == [p["bleu"] for p in r["pruning_curve"]]
+    for o in orders.values():  # every order starts from the same model and ends with every head off
+        assert o["mean"][0] == r["pruning_curve"][0]["bleu"] and o["sd"][0] == 0
+        assert o["mean"][-1] == pytest.approx(r["pruning_curve"][-1]["bleu"], abs=1e-3) and o["sd"][-1] == 0
+        assert set(o["at_shares"]) == {"25%", "50%", "75%"}
     assert r["pruning_curve"][-1]["val_loss"] > r["pruning_curve"][0]["val_loss"]  # all heads off hurts
     assert 0.0 <= r["prunable_share_1bleu"] <= 1.0
     assert np.shape(r["importance"]["cross"]["normalized"]) == (1, 2)
@@ -217,6 +248,7 @@ def test_heads_command_end_to_end(short_run):
     assert r["best_alignment_f1"] == a["output_rows"]["best_head"]["f1"]
     assert set(a["diagonal_baseline"]) == set(a["argmax_ceiling"]) == {"precision", "recall", "f1", "aer"}
     assert "## Pruning" in printed and "## Alignment" in printed and "of the heads can be switched off" in printed
+    assert "## Pruning orders" in printed and "| random | 3 |" in printed
 
 
 @pytest.mark.slow

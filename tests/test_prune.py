@@ -139,6 +139,11 @@ def test_pruned_run_resumes_training_and_is_analysed(runs, pruned):
         assert [len(row) for row in r["roles"][kind]] == list(per_layer)
         assert [len(row) for row in r["gates"]["open_probability"][kind]] == list(per_layer)
     assert set(r["roles"]["counts"]) == {"positional", "rare_token", "sink", "alignment"}
+    orders = r["pruning_orders"]  # a gated run: the trained gates give an order too, lowest P(open) first
+    assert set(orders) == {"importance", "gates", "random"}
+    p_open = [r["gates"]["open_probability"][k][l][h] for k, l, h in orders["gates"]["order"]]
+    assert p_open == sorted(p_open) and len(p_open) == 5
+    assert orders["gates"]["mean"][0] == orders["random"]["mean"][0] == r["pruning_curve"][0]["bleu"]
     assert r["roles"]["frequencies"].startswith("train split")
 
 

@@ -6,6 +6,9 @@ What the attention heads of a trained run do, from its best checkpoint:
                2019), for encoder self, decoder self and cross attention (train/analysis/head_importance.py)
   pruning      heads switched off in order of increasing importance, 10% of all heads per step,
                validation loss and BLEU re-scored at each step (gates reach the decoder too)
+  orders       the same model pruned by trained gates (lowest P(open) first, a gated run) and in
+               random orders (3 seeds), scored at 25/50/75% removed like importance
+               (train/analysis/pruning_orders.py)
   alignment    each cross-attention head's (and each layer's head-average) argmax word
                alignment under teacher forcing, against the corpus's gold links: precision,
                recall, F1, AER (train/evals/alignment.py); only for corpora with an `alignment` column
@@ -17,8 +20,8 @@ What the attention heads of a trained run do, from its best checkpoint:
 A pruned run (`python -m train.prune`, per-layer model.head_counts) lists each layer's own heads:
 the per-layer lists in heads.json are then of different lengths.
 
-Writes DIR/heads/heads.json (every figure), importance.png, pruning_curve.png, alignment.png and
-summary.md, and prints the Markdown summary. Arguments are Hydra overrides typed by HeadsArgs.
+Writes DIR/heads/heads.json (every figure), importance.png, pruning_curve.png, pruning_orders.png,
+alignment.png and summary.md, and prints the Markdown summary. Arguments are Hydra overrides typed by HeadsArgs.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from train.cli import DecodeOverrides, compose_args, decode_config, run_command
 from train.errors import RunError
 
 USAGE = ("usage: python -m train.heads run_dir=DIR [split=validation] [step=N] [limit=N] [bleu_limit=N] "
-         "[prune_step=0.1] [batch_rows=32] [frequency_pairs=200000] [decode.beam_size=1]")
+         "[prune_step=0.1] [orders=[importance,gates,random]] [random_seeds=3] [order_step=0.25] "
+         "[batch_rows=32] [frequency_pairs=200000] [decode.beam_size=1]")
 OUT_DIR = "heads"
 
 
@@ -53,6 +57,10 @@ class HeadsArgs:
     prune_step: float = 0.1  # share of all heads switched off per pruning step
     batch_rows: int = 32  # examples per batch for the teacher-forced passes
     frequency_pairs: Optional[int] = 200_000  # training pairs counted for the rare-token role; None = all
+    orders: list[str] = field(default_factory=lambda: ["importance", "gates", "random"])  # pruning orders compared
+    # (gates only for a run with model.head_gates=concrete; importance is always scored)
+    random_seeds: int = 3  # random pruning orders, one per seed, summarised as mean and sd
+    order_step: float = 0.25  # the gates and random orders are scored every this share of heads (+ 25/50/75%)
     decode: DecodeOverrides = field(default_factory=DecodeOverrides)
 
 
@@ -164,6 +172,7 @@ def analyse(args: Any) -> dict:
         pruning_steps,
         to_lists,
     )
+    from train.analysis.pruning_orders import gate_order, random_order, summarize, with_shares
     from train.engine.runtime import enable_compilation_cache, quiet_library_logs
     from train.evals.alignment import AlignmentEvaluator, gold_reversed, length_buckets
     from train.evals.generation import Generator
@@ -181,8 +190,12 @@ def analyse(args: Any) -> dict:
         dataset = dataset.select(range(min(max(args.limit, 0), len(dataset))))
     if len(dataset) == 0:
         raise RunError(f"the {args.split} split has no examples.")
-    if not 0 < args.prune_step <= 1:
-        raise RunError(f"prune_step={args.prune_step} must be in (0, 1].")
+    if not 0 < args.prune_step <= 1 or not 0 < args.order_step <= 1:
+        raise RunError(f"prune_step={args.prune_step} and order_step={args.order_step} must be in (0, 1].")
+    from train.analysis.pruning_orders import ORDERS
+
+    if unknown := [o for o in args.orders if o not in ORDERS]:
+        raise RunError(f"orders={list(args.orders)}: unknown {unknown}; choose from {list(ORDERS)}.")
     out_dir = run.run_dir / OUT_DIR
     out_dir.mkdir(exist_ok=True)
     buckets = length_buckets(max(cfg.data.max_source_len, cfg.data.max_target_len))
@@ -231,22 +244,45 @@ def analyse(args: Any) -> dict:
     shapes = {k: v.shape for k, v in gates0.items()}
     already_off = [(k, l, h) for k, g in gates0.items() for l, h in zip(*np.nonzero((g == 0) & present[k]))]
     total = len(order) + len(already_off)
-    curve = []
-    for k in pruning_steps(len(order), args.prune_step):
-        gates = gates_without(shapes, already_off + order[:k])
-        loss = imp["loss"] if k == 0 else mean_loss(loss_fn, params, gates, batches)
-        hyps = generator.translate((params, gates), bleu_set)
-        scores = generation_scores(cfg.data.task, hyps, bleu_set["target"])
-        point = {"heads_off": k, "share": round(k / max(len(order), 1), 4), "val_loss": round(loss, 4),
-                 **{m: v for m, v in scores.items() if isinstance(v, (int, float))}}  # off: pruning_order[:k]
-        curve.append(point)
-        log(f"pruning: {k}/{len(order)} heads off: val loss {loss:.3f}, {metric} {point[metric]:.2f}")
+    unpruned: dict = {}
+
+    def pruning_curve(name: str, heads: list, steps: list[int]) -> list[dict]:
+        """Validation loss and score with heads[:k] switched off, for each k in steps."""
+        curve = []
+        for k in steps:
+            if k == 0 and unpruned:  # every order starts from the same unpruned model
+                curve.append(unpruned)
+                continue
+            gates = gates_without(shapes, already_off + heads[:k])
+            loss = imp["loss"] if k == 0 else mean_loss(loss_fn, params, gates, batches)
+            hyps = generator.translate((params, gates), bleu_set)
+            scores = generation_scores(cfg.data.task, hyps, bleu_set["target"])
+            point = {"heads_off": k, "share": round(k / max(len(heads), 1), 4), "val_loss": round(loss, 4),
+                     **{m: v for m, v in scores.items() if isinstance(v, (int, float))}}  # off: heads[:k]
+            if k == 0:
+                unpruned.update(point)
+            curve.append(point)
+            log(f"pruning ({name}): {k}/{len(heads)} heads off: val loss {loss:.3f}, {metric} {point[metric]:.2f}")
+        return curve
+
+    curve = pruning_curve("importance", order, with_shares(pruning_steps(len(order), args.prune_step), len(order)))
     share = prunable_share(curve, 1.0, metric)
+    gates = None if cfg.model.head_gates == "none" else gates_block(run.graphdef, params)
+
+    # 3b. The same model pruned in other orders: trained gates and random (Voita et al.; Budhraja et al.).
+    orders = {"importance": summarize([curve], metric)}
+    compare = with_shares(pruning_steps(len(order), args.order_step), len(order))
+    if "gates" in args.orders and gates is not None:
+        by_gate = gate_order(gates["open_probability"], order)
+        orders["gates"] = summarize([pruning_curve("gates", by_gate, compare)], metric) | {
+            "order": [list(h) for h in by_gate]}
+    if "random" in args.orders and args.random_seeds > 0:
+        orders["random"] = summarize([pruning_curve(f"random, seed {seed}", random_order(order, seed), compare)
+                                      for seed in range(args.random_seeds)], metric)
 
     # 4. Roles (and gates, for a gated run).
     log("roles: positional, rare-token, sink, alignment")
     roles = roles_block(run.graphdef, params, batches, cfg, run.tokenizer, present, alignment, args.frequency_pairs)
-    gates = None if cfg.model.head_gates == "none" else gates_block(run.graphdef, params)
 
     result = {
         "run_dir": str(run.run_dir),
@@ -267,6 +303,7 @@ def analyse(args: Any) -> dict:
         "pruning_order": [list(h) for h in order],
         "pruning_curve": curve,
         "prunable_share_1bleu": share,
+        "pruning_orders": orders,
         "alignment": alignment,
         "best_alignment_f1": None if alignment is None else alignment["output_rows"]["best_head"]["f1"],
         "roles": roles,
@@ -286,6 +323,7 @@ def write_figures(result: dict, out_dir: Path) -> None:
     from train.analysis.head_plots import (
         alignment_figure,
         importance_figure,
+        orders_figure,
         pruning_figure,
         save,
     )
@@ -299,6 +337,8 @@ def write_figures(result: dict, out_dir: Path) -> None:
          out_dir / "importance.png")
     save(pruning_figure(result["pruning_curve"], result["prunable_share_1bleu"], result["metric"]),
          out_dir / "pruning_curve.png")
+    if result.get("pruning_orders"):
+        save(orders_figure(result["pruning_orders"], result["metric"]), out_dir / "pruning_orders.png")
     a = result["alignment"]
     if a is not None:
         note = (f"{a['examples']} pairs, {a['gold_links']} gold links.  References: length-scaled diagonal "
@@ -316,7 +356,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = compose_args("heads", HeadsArgs, sys.argv[1:] if argv is None else argv, USAGE)
     result = run_command(analyse, args)
     print(markdown_summary(result))
-    print(f"wrote {Path(result['run_dir']) / OUT_DIR}/: heads.json, importance.png, pruning_curve.png"
+    print(f"wrote {Path(result['run_dir']) / OUT_DIR}/: heads.json, importance.png, pruning_curve.png, pruning_orders.png"
           + (", alignment.png" if result["alignment"] else "") + ", summary.md", file=sys.stderr)
 
 

@@ -99,3 +99,29 @@ def alignment_figure(panels: dict[str, np.ndarray], note: str = "") -> Figure:
     if note:
         fig.supxlabel(note, fontsize=8)
     return fig
+
+
+ORDER_STYLE = {"importance": ("tab:blue", "o-"), "gates": ("tab:green", "s-"), "random": ("tab:gray", "^--")}
+
+
+def orders_figure(orders: dict[str, dict], metric: str = "bleu") -> Figure:
+    """Score against the share of heads removed, one line per pruning order (heads.json's
+    pruning_orders); a multi-seed order is drawn as its mean with a band of ± one sd."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for name, o in orders.items():
+        share = np.array([s["share"] for s in o["steps"]]) * 100
+        mean, sd = np.array(o["mean"]), np.array(o["sd"])
+        color, style = ORDER_STYLE.get(name, ("tab:purple", "d-"))
+        label = name if o["seeds"] == 1 else f"{name} (mean ± sd, {o['seeds']} seeds)"
+        ax.plot(share, mean, style, color=color, ms=4, label=label)
+        if o["seeds"] > 1:
+            ax.fill_between(share, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+    first = next(iter(orders.values()))
+    ax.axhline(first["mean"][0] - 1.0, color="0.5", ls=":", lw=1, label=f"unpruned {metric.upper()} - 1")
+    ax.set_xlabel("heads switched off (%)")
+    ax.set_ylabel(metric.upper())
+    ax.set_xlim(-2, 102)
+    ax.legend(fontsize=8)
+    ax.set_title("Pruning orders: importance, trained gates, random")
+    return fig

@@ -60,6 +60,21 @@ def gates_section(gates: Optional[dict], heads: int) -> list[str]:
     return lines + _table(["attention", "layer"] + [f"head {h}" for h in range(heads)], rows)
 
 
+def orders_section(orders: Optional[dict], M: str) -> list[str]:
+    """The pruning orders' scores at 25/50/75% of heads removed (mean ± sd over seeds)."""
+    if not orders:
+        return []
+    shares = list(next(iter(orders.values()))["at_shares"])
+    cell = lambda v, seeds: f"{v['mean']:.2f}" + (f" ± {v['sd']:.2f}" if seeds > 1 else "")
+    share_cell = lambda v, seeds: f"{v['mean']:.0%}" + (f" ± {v['sd']:.0%}" if seeds > 1 else "")
+    rows = [[name, o["seeds"]] + [cell(o["at_shares"][s], o["seeds"]) for s in shares]
+            + [share_cell(o["prunable_share_1bleu"], o["seeds"])] for name, o in orders.items()]
+    return ["", "## Pruning orders", "",
+            f"{M} with a share of the heads switched off, by order (random: mean ± sd over seeds); the last "
+            f"column is the share removable for < 1 {M} lost on each order's own steps.", ""] + _table(
+        ["order", "seeds"] + [f"{M} at {s} off" for s in shares] + ["prunable (< 1 lost)"], rows)
+
+
 def markdown_summary(r: dict) -> str:
     m, M = r["metric"], r["metric"].upper()
     lines = [f"# Heads of {Path(r['run_dir']).name} (step {r['step']}, {r['split']}: {r['examples']} pairs)", "",
@@ -80,6 +95,7 @@ def markdown_summary(r: dict) -> str:
     lines += ["", f"**{r['prunable_share_1bleu']:.0%} of the heads can be switched off for less than 1 {M} lost.**"]
     if base < 5:  # near the floor nothing can drop by a whole point: the share says little
         lines += [f"(The unpruned model scores only {base:.2f} {M}; train longer for a meaningful share.)"]
+    lines += orders_section(r.get("pruning_orders"), M)
     a = r["alignment"]
     if a is not None:
         out = a["output_rows"]
