@@ -114,6 +114,25 @@ def test_pruned_run_loads_and_equals_the_gated_off_full_model(runs, pruned):
     assert json.loads((pruned / "eval" / "validation.json").read_text())["examples"] == 4
 
 
+def test_decode_bench_on_the_pruned_and_the_full_run(runs, pruned):
+    """`train.bench --run-dir A --run-dir B` decodes with each run's own model, in alternating rounds."""
+    out = check(run_cli(["-m", "train.bench", "--only", "decode", "--run-dir", str(runs["gated"]), "--run-dir",
+                         str(pruned), "--rounds", "2", "--decode-batch", "3", "--src-len", "5", "--tgt-len", "6",
+                         "--decode-reps", "1"], env=FAST_XLA))
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["round"] for r in records] == [0, 1, "median"]
+    median = records[-1]
+    assert [r["heads"] for r in median["runs"]] == [12, 5]
+    assert median["runs"][1]["params"] < median["runs"][0]["params"]
+    full, small = str(runs["gated"]), str(pruned)
+    for kind in ("greedy", "beam4"):
+        assert median["vs_first"][full][kind] == 1.0 and median["vs_first"][small][kind] > 0
+        assert median["sentences_per_s"][small][kind] == pytest.approx(
+            float(np.median([r["sentences_per_s"][small][kind] for r in records[:2]])), abs=0.01)
+    bad = run_cli(["-m", "train.bench", "--run-dir", str(pruned)], timeout=120)
+    assert bad.returncode != 0 and "use it with --only decode" in bad.stderr
+
+
 def test_pruned_run_resumes_training_and_is_analysed(runs, pruned):
     overrides = OmegaConf.to_container(OmegaConf.load(pruned / ".hydra" / "overrides.yaml"))
     assert any(o.startswith("model.head_counts={") for o in overrides)

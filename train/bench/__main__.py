@@ -7,6 +7,7 @@
     python -m train.bench --batch 128 --dtype bfloat16 --fsdp --steps 20 ...
     python -m train.bench --only train --torch-python VENV/bin/python   # + interleaved PyTorch rounds
     python -m train.bench --only decode --torch-python VENV/bin/python  # + rounds against HF generate
+    python -m train.bench --only decode --run-dir runs/A --run-dir runs/A_pruned  # trained runs' models
 
 Lines (each has "name"):
   train   ms_per_step, tokens_per_s (source + target tokens), compile_s, flops_per_step,
@@ -17,6 +18,8 @@ Lines (each has "name"):
           split, and the number of distinct train-step batch shapes over one epoch
   compare (with --torch-python) per round: project_ms, torch_eager_ms, torch_compile_ms and
           their ratios vs_torch_eager / vs_torch_compile; then a round="median" summary
+  decode_runs (with --run-dir) per round: each run's greedy and beam sentences/s at fixed length;
+          then a round="median" summary with each run's params, heads and ratio to the first run
   compare_decode (with --torch-python) per round: project_ and hf_ greedy / beam4 sentences_per_s
           and their ratios vs_hf_greedy / vs_hf_beam4 (project / HF); then a round="median" summary
 
@@ -41,6 +44,7 @@ from train.bench.peer_compare import (
     peer_needs,
 )
 from train.bench.records import emit, environment, log
+from train.bench.run_decode import compare_run_decoding
 from train.bench.train_step import bench_train
 from train.bench.workload import parse_args
 
@@ -88,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
                     emit({**record, **env, "preset": a.preset, "short": a.short})
             except PeerError as e:
                 raise SystemExit(f"error: {e}") from None
-    if "decode" in a.parts:
+    if a.run_dir:  # trained runs' own models, e.g. pruned against unpruned (train/bench/run_decode.py)
+        for record in compare_run_decoding(a):
+            emit({**record, **env})
+    elif "decode" in a.parts:
         emit({**bench_decode(a, timer), **env, "preset": a.preset, "short": a.short})
         if a.torch_python:
             kinds = ("greedy", f"beam{a.beam}")

@@ -88,6 +88,9 @@ def parse_args(argv: Optional[list[str]] = None, description: Optional[str] = No
     g.add_argument("--decode-batch", type=int, help="sentences per decode call (default 64)")
     g.add_argument("--decode-reps", type=int, help="timed decode calls, best kept (default 2)")
     g.add_argument("--beam", type=int, default=4)
+    g.add_argument("--run-dir", action="append", default=[], metavar="DIR",
+                   help="decode with this trained run's model instead of the workload's (repeat to compare "
+                        "runs in alternating rounds, e.g. a pruned run against its source; train.bench.run_decode)")
     g.add_argument("--data-batches", type=int, help="batches to time (default 0: one whole epoch)")
     g.add_argument("--peak-n", type=int, help="matmul size for the peak (default: by platform)")
     g.add_argument("--no-host-allocator-fix", action="store_true",
@@ -105,6 +108,13 @@ def parse_args(argv: Optional[list[str]] = None, description: Optional[str] = No
         p.error(f"--only: unknown part(s) {sorted(unknown)}; choose from train, decode, data")
     if a.torch_python and not {"train", "decode"} & set(a.parts):
         p.error("--torch-python compares train steps and decoding: add train or decode to --only")
+    if a.run_dir and a.parts != ["decode"]:
+        p.error("--run-dir times decoding with a trained run's model: use it with --only decode")
+    if a.run_dir and a.torch_python:
+        p.error("--run-dir and --torch-python: the Hugging Face peer decodes the workload's shape, not a run's; "
+                "run them separately")
+    if len(set(a.run_dir)) != len(a.run_dir):
+        p.error(f"--run-dir: {a.run_dir} names a run twice")
     for flag in ("rounds", "timing_rounds"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} {getattr(a, flag)}: give at least 1")
