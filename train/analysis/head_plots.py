@@ -123,5 +123,6 @@ def orders_figure(orders: dict[str, dict], metric: str = "bleu") -> Figure:
     ax.set_ylabel(metric.upper())
     ax.set_xlim(-2, 102)
     ax.legend(fontsize=8)
-    ax.set_title("Pruning orders: importance, trained gates, random")
+    names = {"importance": "importance", "gates": "trained gates", "random": "random"}
+    ax.set_title("Pruning orders: " + ", ".join(names.get(n, n) for n in orders))
     return fig
