@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
+from train.bench.decode import best_sentences_per_s
 from train.bench.records import log
 
 
@@ -36,15 +36,7 @@ def _decoders(run_dir: Path, a: argparse.Namespace, src: Any) -> tuple[dict, Cal
         jax.block_until_ready(fn(run.params, src))  # compiles
 
     def sentences_per_s() -> dict[str, float]:
-        out = {}
-        for kind, fn in fns.items():
-            best = float("inf")
-            for _ in range(a.decode_reps):
-                t0 = time.perf_counter()
-                jax.block_until_ready(fn(run.params, src))
-                best = min(best, time.perf_counter() - t0)
-            out[kind] = round(src.shape[0] / best, 2)
-        return out
+        return {k: round(v, 2) for k, v in best_sentences_per_s(fns, run.params, src, a.decode_reps).items()}
 
     counts = run.config.model.resolved_head_counts()
     about = {"run": str(run_dir), "step": run.step, "params": count_params(run.params),
