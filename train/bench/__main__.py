@@ -8,6 +8,8 @@
     python -m train.bench --only train --torch-python VENV/bin/python   # + interleaved PyTorch rounds
     python -m train.bench --only decode --torch-python VENV/bin/python  # + rounds against HF generate
     python -m train.bench --only decode --run-dir runs/A --run-dir runs/A_pruned  # trained runs' models
+    python -m train.bench --scaling --scaling-out DIR  # how the cost grows: heads, length, width, decode
+    python -m train.bench --scaling --scaling-tables heads,decode --short   # a subset; CI size
 
 Lines (each has "name"):
   train   ms_per_step, tokens_per_s (source + target tokens), compile_s, flops_per_step,
@@ -22,14 +24,24 @@ Lines (each has "name"):
           then a round="median" summary with each run's params, heads and ratio to the first run
   compare_decode (with --torch-python) per round: project_ and hf_ greedy / beam4 sentences_per_s
           and their ratios vs_hf_greedy / vs_hf_beam4 (project / HF); then a round="median" summary
+  scaling (with --scaling, instead of the lines above) one per point, each measured by a fresh
+          `python -m train.bench --only train|decode --peak-memory` with that point's options:
+          "table" (heads | length | width | decode), "varied" (the keys it varies) and their values,
+          tokens_per_s, mfu, ms_per_step (train tables) or greedy/beam cached/uncached sentences_per_s
+          (decode), peak_memory_bytes with its memory_source, and the point's "command";
+          --scaling-out DIR adds DIR/scaling.md (one table per study) and DIR/scaling_<table>.png
+  (with --peak-memory, the train and decode lines also carry peak_memory_bytes, memory_source and
+          start_peak_memory_bytes: the peak before the part built its model)
 
 The workload is described in workload.py, the FLOP counting in train_step.py, the peers in
-peer_compare.py (scripts in peers/, run by the --torch-python interpreter).
+peer_compare.py (scripts in peers/, run by the --torch-python interpreter), the scaling studies
+in scaling.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from train.bench.compile_timer import CompileTimer
@@ -45,12 +57,16 @@ from train.bench.peer_compare import (
 )
 from train.bench.records import emit, environment, log
 from train.bench.run_decode import compare_run_decoding
+from train.bench.scaling import peak_memory, run_scaling
 from train.bench.train_step import bench_train
 from train.bench.workload import parse_args
 
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv, description=__doc__.splitlines()[0])
+    if a.scaling:  # only runs subprocesses (one per point): this process never starts JAX
+        run_scaling(a, sys.argv[1:] if argv is None else argv)
+        return
     if a.torch_python:
         modules, compared = peer_needs(a.parts)
         scripts = {"train": Path(a.torch_script), "decode": Path(a.hf_script)}
@@ -77,8 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     if "train" in a.parts:
         n = a.peak_n or (2048 if env["platform"] == "cpu" else 8192)
         peak, peak_label = matmul_peak(mesh, a.dtype, n)
+        start = peak_memory()["peak_memory_bytes"] if a.peak_memory else 0
         rec, seconds_per_step = bench_train(a, mesh, timer, peak)
         rec["peak_matmul"] = peak_label
+        if a.peak_memory:
+            rec.update({**peak_memory(), "start_peak_memory_bytes": start})
         if env["platform"] == "cpu" and a.preset == "gpu512":
             rec["note"] = "gpu512 is a GPU config; its CPU MFU is not meaningful"
         emit({**rec, **env, "preset": a.preset, "short": a.short})
@@ -96,7 +115,11 @@ def main(argv: list[str] | None = None) -> None:
         for record in compare_run_decoding(a):
             emit({**record, **env})
     elif "decode" in a.parts:
-        emit({**bench_decode(a, timer), **env, "preset": a.preset, "short": a.short})
+        start = peak_memory()["peak_memory_bytes"] if a.peak_memory else 0
+        rec = bench_decode(a, timer)
+        if a.peak_memory:
+            rec.update({**peak_memory(), "start_peak_memory_bytes": start})
+        emit({**rec, **env, "preset": a.preset, "short": a.short})
         if a.torch_python:
             kinds = ("greedy", f"beam{a.beam}")
             try:

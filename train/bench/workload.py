@@ -16,6 +16,7 @@ import argparse
 from typing import TYPE_CHECKING, Any, Optional
 
 from train.bench.peer_compare import DECODE_SCRIPT, TRAIN_SCRIPT
+from train.bench.scaling import TABLES
 
 if TYPE_CHECKING:
     from data.batch import Batch
@@ -29,13 +30,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu512": dict(d_model=512, heads=8, ffn=2048, layers=6, vocab=32000, batch=256, src_len=64,
                    tgt_len=64, dtype="bfloat16", steps=20, warmup=3),
 }
-GENERAL = dict(decode_batch=64, decode_reps=2, data_batches=0, peak_n=0, timing_rounds=3)
+GENERAL = dict(decode_batch=64, decode_reps=2, data_batches=0, peak_n=0, timing_rounds=3, scaling_jobs=1)
 # CI: a small model and a few steps, so the whole run takes seconds; same lines and keys,
 # but the figures are not the workload's.
 SHORT = dict(batch=8, src_len=16, tgt_len=16, steps=2, warmup=1, timing_rounds=1, decode_batch=4,
              decode_reps=1, data_batches=20, peak_n=512)
 SHORT_MODEL = {"default": dict(d_model=64, heads=4, ffn=256, layers=2, vocab=1000),
                "gpu512": dict(vocab=1000)}  # gpu512 keeps its widths and depth: that is its point
+# --scaling --short runs a dozen subprocesses, each compiling its own step (about 10 s of one CPU
+# core even at this size, most of it XLA compiling): one layer, 1 step, two points at a time.
+SHORT_SCALING = dict(d_model=32, heads=2, ffn=64, layers=1, vocab=100, batch=4, src_len=8, tgt_len=8,
+                     steps=1, warmup=0, decode_batch=4, decode_reps=2, peak_n=256, scaling_jobs=2)
 PARTS = ("train", "decode", "data")
 
 
@@ -95,9 +100,24 @@ def parse_args(argv: Optional[list[str]] = None, description: Optional[str] = No
     g.add_argument("--peak-n", type=int, help="matmul size for the peak (default: by platform)")
     g.add_argument("--no-host-allocator-fix", action="store_true",
                    help="skip train.engine.host_allocator.configure_host_allocator (to measure what it buys)")
+    g.add_argument("--peak-memory", action="store_true",
+                   help="add the process's peak memory to the train and decode lines (peak RSS on the CPU, "
+                        "the device's peak_bytes_in_use where it has one); a process's peak only grows, so "
+                        "it describes one part only with one part in --only")
+    g = p.add_argument_group("scaling (train.bench.scaling; one subprocess per point)")
+    g.add_argument("--scaling", action="store_true",
+                   help="how the cost grows: heads at fixed width, sequence length (fast vs explicit "
+                        "attention), width x depth, decode output length; JSON lines name=scaling (--only does "
+                        "not apply: each study runs the part it needs)")
+    g.add_argument("--scaling-tables", default=",".join(TABLES),
+                   help=f"comma-separated subset of {', '.join(TABLES)} (default: all)")
+    g.add_argument("--scaling-out", metavar="DIR", default=None,
+                   help="also write DIR/scaling.md (one table per study) and DIR/scaling_<table>.png")
+    g.add_argument("--scaling-jobs", type=int, help="points measured at once (default 1; 2 with --short, "
+                   "whose timings mean nothing anyway: concurrent points slow each other down)")
     a = p.parse_args(argv)
     # Precedence: explicit flags, then --short, then the preset, then the general defaults.
-    short = {**SHORT, **SHORT_MODEL[a.preset]} if a.short else {}
+    short = {**SHORT, **SHORT_MODEL[a.preset], **(SHORT_SCALING if a.scaling else {})} if a.short else {}
     fill = {**GENERAL, **PRESETS[a.preset], **short}
     for key, value in fill.items():
         if getattr(a, key, None) is None:
@@ -113,9 +133,16 @@ def parse_args(argv: Optional[list[str]] = None, description: Optional[str] = No
     if a.run_dir and a.torch_python:
         p.error("--run-dir and --torch-python: the Hugging Face peer decodes the workload's shape, not a run's; "
                 "run them separately")
+    a.scaling_tables = [s.strip() for s in a.scaling_tables.split(",") if s.strip()]
+    if set(a.scaling_tables) - set(TABLES) or not a.scaling_tables:
+        p.error(f"--scaling-tables {','.join(a.scaling_tables)}: choose from {', '.join(TABLES)}")
+    if a.scaling and (a.torch_python or a.run_dir):
+        p.error("--scaling measures the project alone: leave out --torch-python and --run-dir")
+    if a.scaling_out and not a.scaling:
+        p.error("--scaling-out writes the --scaling tables: add --scaling")
     if len(set(a.run_dir)) != len(a.run_dir):
         p.error(f"--run-dir: {a.run_dir} names a run twice")
-    for flag in ("rounds", "timing_rounds"):
+    for flag in ("rounds", "timing_rounds", "scaling_jobs"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} {getattr(a, flag)}: give at least 1")
     return a
