@@ -16,7 +16,7 @@ import argparse
 from typing import TYPE_CHECKING, Any, Optional
 
 from train.bench.peer_compare import DECODE_SCRIPT, TRAIN_SCRIPT
-from train.bench.scaling import TABLES
+from train.bench.scaling_report import TABLES
 
 if TYPE_CHECKING:
     from data.batch import Batch
