@@ -244,14 +244,14 @@ def analyse(args: Any) -> dict:
     shapes = {k: v.shape for k, v in gates0.items()}
     already_off = [(k, l, h) for k, g in gates0.items() for l, h in zip(*np.nonzero((g == 0) & present[k]))]
     total = len(order) + len(already_off)
-    unpruned: dict = {}
+    shared: dict[int, dict] = {}  # k = 0 and k = all: the same model whatever the order
 
     def pruning_curve(name: str, heads: list, steps: list[int]) -> list[dict]:
         """Validation loss and score with heads[:k] switched off, for each k in steps."""
         curve = []
         for k in steps:
-            if k == 0 and unpruned:  # every order starts from the same unpruned model
-                curve.append(unpruned)
+            if k in shared and k in (0, len(heads)):  # every order starts and ends at the same model
+                curve.append(shared[k])
                 continue
             gates = gates_without(shapes, already_off + heads[:k])
             loss = imp["loss"] if k == 0 else mean_loss(loss_fn, params, gates, batches)
@@ -259,8 +259,8 @@ def analyse(args: Any) -> dict:
             scores = generation_scores(cfg.data.task, hyps, bleu_set["target"])
             point = {"heads_off": k, "share": round(k / max(len(heads), 1), 4), "val_loss": round(loss, 4),
                      **{m: v for m, v in scores.items() if isinstance(v, (int, float))}}  # off: heads[:k]
-            if k == 0:
-                unpruned.update(point)
+            if k in (0, len(heads)):
+                shared[k] = point
             curve.append(point)
             log(f"pruning ({name}): {k}/{len(heads)} heads off: val loss {loss:.3f}, {metric} {point[metric]:.2f}")
         return curve
