@@ -1,6 +1,7 @@
 """`python -m train.bench --scaling` (train/bench/scaling.py): every study measures the shape it
 varies in its own process, and the report has a table and a plot per study. The --short grid runs
-here; the full grid is only planned (no subprocess), since it takes most of an hour.
+under the `long` marker (`pytest -m long`, about a minute and a half); the full grid is only
+planned (no subprocess), since it takes most of an hour.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def scaling_run(tmp_path_factory) -> tuple[dict[str, list[dict]], Path]:
     return by, out
 
 
+@pytest.mark.long
 def test_scaling_studies_have_their_points_and_sane_figures(scaling_run):
     import math
 
@@ -56,6 +58,7 @@ def test_scaling_studies_have_their_points_and_sane_figures(scaling_run):
                 assert r["tokens_per_s"] == pytest.approx(r["tokens_per_step"] / (r["ms_per_step"] / 1e3), rel=1e-2)
 
 
+@pytest.mark.long
 def test_scaling_points_measured_what_they_vary(scaling_run):
     """Each point's figures come from a process that built the varied shape: the values below
     are what the subprocess reports it built, and they would not change if the flag were lost."""
@@ -82,6 +85,7 @@ def test_scaling_points_measured_what_they_vary(scaling_run):
     assert [r["max_len"] for r in decode] == [4, 16] and {r["src_len"] for r in decode} == {8}
 
 
+@pytest.mark.long
 def test_scaling_report_has_a_table_and_a_plot_per_study(scaling_run):
     _, out = scaling_run
     text = (out / "scaling.md").read_text()

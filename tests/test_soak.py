@@ -9,7 +9,7 @@ import pytest
 from tests import soak
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_three_kills_lose_nothing(tmp_path, capsys):
     line, ok = soak.soak(kills=3, seed=7, ws=tmp_path)
     with capsys.disabled():
