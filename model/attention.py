@@ -33,6 +33,8 @@ from model import gates as hard_concrete
 from model.dropout import dropout as apply_dropout
 from model.matmul import dot_general
 
+ONE_QUERY_REDUCTION = True  # decoding's one-query attention as reductions (MultiHeadAttention._one_query)
+
 # Finite stand-in for -inf: a fully masked row then softmaxes to finite values instead of NaN.
 _MASK_VALUE = -1e9
 
@@ -185,6 +187,8 @@ class MultiHeadAttention(nnx.Module):
             out, weights = self._explicit(q, k, v, mask, dropout_key)  # (B, T, H, K)
             if self.record_weights:
                 self.sow(nnx.Intermediate, "attention_weights", weights)  # (B, H, T, S) float32
+        elif q.shape[1] == 1 and ONE_QUERY_REDUCTION:
+            out = self._one_query(q, k, v, mask)  # decoding: one new token per row
         else:
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None)
             if mask is not None:
@@ -206,6 +210,24 @@ class MultiHeadAttention(nnx.Module):
         key = None if dropout_key is None else jax.random.fold_in(dropout_key, hard_concrete.GATE_KEY_SITE)
         z = hard_concrete.gate_values(self.gate_log_alpha[...], key)  # (H,) float32
         return z if head_gates is None else z * head_gates.astype(jnp.float32)
+
+    def _one_query(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+        """Attention of one query per row as multiply-and-reduce over the keys: q (B, 1, H, K),
+        k and v (B, S, H, K), mask broadcastable to (B, H, 1, S) -> (B, 1, H, K).
+
+        A batched dot with a single query row makes XLA:CPU transpose the whole key and value
+        cache into its (B, H, K, S) dot layout at every decoding step; two fused reductions read
+        the cache where it is. Scores, softmax and sums in float32, as on the explicit path."""
+        scale = self.head_dim ** -0.5
+        logits = jnp.sum(q.astype(jnp.float32) * k.astype(jnp.float32), axis=-1) * scale  # (B, S, H)
+        visible = None if mask is None else jnp.swapaxes(mask[:, :, 0, :], 1, 2)  # (B or 1, S, H or 1)
+        if visible is not None:
+            logits = jnp.where(visible, logits, _MASK_VALUE)
+        weights = jax.nn.softmax(logits, axis=1)  # over the keys
+        if visible is not None:
+            weights = jnp.where(visible, weights, 0.0)  # no visible key: zero output, as the other paths
+        out = jnp.sum(weights[..., None] * v.astype(jnp.float32), axis=1)  # (B, H, K)
+        return out[:, None].astype(v.dtype)
 
     def _explicit(self, q, k, v, mask, dropout_key):
         scale = self.head_dim ** -0.5

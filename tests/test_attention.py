@@ -124,6 +124,27 @@ def test_fast_equals_explicit_and_weights():
     np.testing.assert_allclose(sums[1], 1.0, atol=1e-6)
 
 
+def test_one_query_path_matches_numpy_and_the_batched_dot(monkeypatch):
+    """Decoding's one-query attention (reductions over the keys) against the textbook reference
+    and against the batched-dot path it replaces, with a row that sees no key at all."""
+    import model.attention as attention
+
+    x, ctx = inputs(t=1, s=6)  # one query per row
+    mask = padding_mask(jnp.array([[1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]]))
+    for self_attention, context in ((False, ctx), (True, x)):
+        mha = make(self_attention=self_attention, seed=3)
+        m = mask if not self_attention else mask[..., :1]
+        got = np.asarray(attend(mha, x, m, None if self_attention else context))
+        want = numpy_attention(mha, x, context, m)
+        np.testing.assert_allclose(got[0], want[0], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(got[1], np.broadcast_to(mha.out.bias[...], got[1].shape), atol=1e-6)
+        monkeypatch.setattr(attention, "ONE_QUERY_REDUCTION", False)
+        jax.clear_caches()  # the flag is read when tracing
+        batched = np.asarray(attend(mha, x, m, None if self_attention else context))
+        monkeypatch.setattr(attention, "ONE_QUERY_REDUCTION", True)
+        np.testing.assert_allclose(got, batched, atol=1e-5, rtol=1e-5)
+
+
 def test_fully_masked_rows_are_finite():
     x, ctx = inputs()
     mask = jnp.zeros((2, 1, 5, 6), bool).at[0, 0, :2, :3].set(True)  # most rows see nothing

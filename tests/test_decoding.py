@@ -168,3 +168,18 @@ def test_beam_four_beats_greedy(setup, beam, greedy, log_prob):
                                atol=1e-4)
     limits = np.minimum(A * np.array(SRC_LENS) + B, MAX_LEN)
     assert np.all(lengths <= limits)
+
+
+def test_greedy_token_is_the_first_argmax_without_pad_and_bos():
+    from model.decoding import _greedy_tokens
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(6, V)).astype(np.float32)
+    logits[0, [7, 9]] = 5.0  # a tie: argmax takes the lower index
+    logits[1, PAD] = logits[2, BOS] = 50.0  # never generated
+    logits[3, [PAD, BOS, 11]] = 9.0
+    got = np.asarray(jax.jit(_greedy_tokens, static_argnums=(1, 2))(jnp.asarray(logits), PAD, BOS))
+    masked = logits.copy()
+    masked[:, [PAD, BOS]] = -np.inf
+    np.testing.assert_array_equal(got, np.argmax(masked, axis=-1))
+    assert got[0] == 7 and got[3] == 11 and got.dtype == np.int32

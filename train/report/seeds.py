@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from train.report.runs import Run
 from train.report.statistics import Comparison, Interval, describe, interval, paired_bootstrap
+from train.report.table import head_layout
 from train.report.values import finite_number, sort_key
 
 HYPOTHESES, REFERENCES = "test.hyp.txt", "test.ref.txt"
@@ -68,6 +69,10 @@ def point_row(point: Point, keys: list[str], metric: str) -> dict[str, Any]:
     row: dict[str, Any] = dict(zip(point_keys(keys), point.values))
     row["seeds finished"] = len(point.finished)
     row["not averaged"] = point.not_averaged()
+    first = point.finished[0] if point.finished else None  # the seeds share the model
+    row["heads x dim"] = head_layout(first) if first else ""
+    row["params"] = first.summary.get("params") if first else None
+    row["FLOPs/token"] = first.summary.get("flops_per_token") if first else None
     for key, name in summary_metrics(metric):
         iv = point_interval(point, key)
         row[f"{name} mean"] = iv.mean if iv else None
