@@ -9,6 +9,7 @@
     seeds.py   a seed sweep read as points: per-point intervals and each point tested against a baseline
     page.py    report.html, the report as one self-contained page
     build.py   the report files (report.md, report.csv, report.html, the figures) from a sweep directory
+    compare.py several sweeps' points on one table and plot (`python -m train.report.compare A B`)
 
 It reads files only: it may import numpy, scipy, sacrebleu, omegaconf, matplotlib (plots.py, lazily) and
 train.sweep.callbacks / train.evals.scores / model.config (constants only) for file names, the

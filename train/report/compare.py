@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from train.report.sweep import REPORT_DIR
+from train.report.table import si_text
 from train.report.values import finite_number, sort_key
 
 POINTS_FILE = "points.csv"
@@ -110,16 +111,6 @@ def interval_text(row: Optional[dict[str, str]], metric: str, digits: int) -> st
     return text
 
 
-def _si(value: Optional[str]) -> str:
-    number = finite_number(value)
-    if number is None:
-        return "–"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(number) >= div:
-            return f"{number / div:.2f}{suffix}"
-    return f"{number:.0f}"
-
-
 def compare_markdown(sweeps: list[SweepPoints], key: str, metrics: list[str]) -> str:
     """One row per (key value, sweep): the sweeps' rows for one value sit together."""
     values = sorted({r[key] for s in sweeps for r in s.rows}, key=sort_key)
@@ -133,8 +124,8 @@ def compare_markdown(sweeps: list[SweepPoints], key: str, metrics: list[str]) ->
             seeds = row.get(FIRST_METRIC_COLUMN) or "–"
             if row.get("not averaged"):
                 seeds += f" ({row['not averaged']}: not averaged)"
-            cells = [value, s.label, row.get("heads x dim") or "–", _si(row.get("params")),
-                     _si(row.get("FLOPs/token")), seeds]
+            cells = [value, s.label, row.get("heads x dim") or "–", si_text(row.get("params")),
+                     si_text(row.get("FLOPs/token")), seeds]
             cells += [interval_text(row, m, 3 if "loss" in m or "ratio" in m else 2) for m in metrics]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

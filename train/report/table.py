@@ -92,7 +92,8 @@ def head_columns(run: Run, metric: str) -> dict[str, Any]:
     return {"prunable heads": h.get("prunable_share_1bleu"), "best align F1": h.get("best_alignment_f1")}
 
 
-def _si(value: Any) -> str:
+def si_text(value: Any) -> str:
+    """12345 -> "12.35k": a count with a k / M / G suffix, or "–"."""
     number = finite_number(value)
     if number is None:
         return "–"
@@ -115,8 +116,8 @@ def display_row(row: dict[str, Any], keys: list[str], metric: str) -> dict[str, 
     out = {k: str(row[k]) for k in keys}
     out.update({
         "heads x dim": row["heads x dim"] or "–",
-        "params": _si(row["params"]),
-        "FLOPs/token": _si(row["FLOPs/token"]),
+        "params": si_text(row["params"]),
+        "FLOPs/token": si_text(row["FLOPs/token"]),
         "val loss": _fixed(row["val loss"], 3),
         f"val {metric}": _fixed(row[f"val {metric}"], 2),
         f"test {metric}": _fixed(row[f"test {metric}"], 2),
