@@ -6,6 +6,7 @@
     peak.py           the matmul peak that MFU divides by
     train_step.py     the train line: the real training step, timed, with its FLOPs and MFU
     decode.py         the decode line: greedy and beam search, with and without the KV cache
+    profile_decode.py where a cached decode spends its time, op by op (`python -m train.bench.profile_decode`)
     data_pipeline.py  the data line: the packing pipeline on the embedded corpus
     peer_compare.py   interleaved rounds against the peers below, run by another interpreter
     peers/            the peers: torch_train.py (the train step in PyTorch, eager and

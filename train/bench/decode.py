@@ -46,7 +46,7 @@ class _Uncached:
         return logits, {"tokens": tokens}
 
 
-def _setup(a: argparse.Namespace):
+def decoder_inputs(a: argparse.Namespace):
     """The benchmark model (random weights, no dropout) split for jit, the length limits and
     the source batch."""
     from flax import nnx
@@ -68,7 +68,7 @@ def bench_decode(a: argparse.Namespace, timer: CompileTimer) -> dict:
 
     from model.decoding import beam_search, greedy_decode, make_decode_fn
 
-    graphdef, params, kw, src = _setup(a)
+    graphdef, params, kw, src = decoder_inputs(a)
 
     def greedy_uncached(state, src):
         return greedy_decode(nnx.merge(graphdef, state), src, use_cache=False, **kw)
@@ -119,7 +119,7 @@ def fixed_length_decoders(a: argparse.Namespace) -> Callable[[], dict[str, float
 
     from model.decoding import make_decode_fn
 
-    graphdef, params, kw, src = _setup(a)
+    graphdef, params, kw, src = decoder_inputs(a)
     # eos_id -1 is no token: nothing ends a sentence before its limit (pad and BOS stay masked).
     fns = {kind: make_decode_fn(graphdef, beam_size=k, alpha=0.6, eos_id=-1, **kw)
            for kind, k in (("greedy", 1), (f"beam{a.beam}", a.beam))}
