@@ -14,6 +14,12 @@ Two code paths give the same outputs:
     step keeps the fast path and sows nothing.
 A query row with no key to attend to (a padding query) gets zero output in both paths, never NaN.
 
+Decoding (one new query per row) has a third path, `_one_query`, on keys and values kept head-major,
+(B, H, L, K): the KV cache (`decode_step`) and the cross-attention keys/values computed once per
+source (`cached_kv`, used by `decode_cross`). In that layout both products are batched matmuls with
+(B, H) leading, which XLA runs where the cache lies; with the (B, L, H, K) layout of the other paths
+it transposes the whole cache into that form at every step.
+
 Heads can be removed for real: a module built with num_heads=0 has no q/k/v or output kernel, only
 the output bias (`out_bias`), and returns it at every position, which is what the full module
 returns with every head gated off (model.head_counts, `python -m train.prune`). Orbax cannot
@@ -32,8 +38,6 @@ from flax import nnx
 from model import gates as hard_concrete
 from model.dropout import dropout as apply_dropout
 from model.matmul import dot_general
-
-ONE_QUERY_REDUCTION = True  # decoding's one-query attention as reductions (MultiHeadAttention._one_query)
 
 # Finite stand-in for -inf: a fully masked row then softmaxes to finite values instead of NaN.
 _MASK_VALUE = -1e9
@@ -154,11 +158,25 @@ class MultiHeadAttention(nnx.Module):
             k, v = kv["k"], kv["v"]  # (B, S, H, K)
         return self._attend(q, k, v, mask, dropout_key, head_gates)
 
+    def cached_kv(self, context: jax.Array) -> dict[str, jax.Array]:
+        """Cross-attention keys and values for decoding, head-major:
+        (B, S, D) -> {"k", "v"}: (B, H, S, K), computed once per source."""
+        return {name: jnp.swapaxes(t, 1, 2) for name, t in self.project_kv(context).items()}
+
+    def decode_cross(self, x: jax.Array, kv: dict[str, jax.Array], mask: jax.Array | None, *,
+                     head_gates: jax.Array | None = None) -> jax.Array:
+        """Cross-attention of one new token per row: x (B, 1, D) to `cached_kv`'s (B, H, S, K);
+        mask broadcastable to (B, H, 1, S). Returns (B, 1, D)."""
+        if self.num_heads == 0:
+            return self._bias_only(x)
+        (q,) = self._heads(self.q(x), 1)  # (B, 1, H, K)
+        return self._project_out(self._one_query(q, kv["k"], kv["v"], mask), head_gates, None)
+
     def decode_step(self, x: jax.Array, cache: dict[str, jax.Array], position: jax.Array, *,
                     head_gates: jax.Array | None = None):
         """One step of cached causal self-attention.
 
-        x: (B, 1, D) the new token; cache: {"k", "v"} (B, L, H, K) for slots < position;
+        x: (B, 1, D) the new token; cache: {"k", "v"} (B, H, L, K) for slots < position;
         position: the slot to write, an int scalar shared by all rows (what greedy and beam
         search use: one slice update) or (B,) per row (a scatter, much slower on the CPU).
         Returns ((B, 1, D), new cache).
@@ -167,19 +185,19 @@ class MultiHeadAttention(nnx.Module):
             return self._bias_only(x), cache
         q, k, v = self._heads(self.qkv(x), 3)  # each (B, 1, H, K)
         position = jnp.asarray(position, jnp.int32)
+        new = {"k": jnp.swapaxes(k, 1, 2), "v": jnp.swapaxes(v, 1, 2)}  # (B, H, 1, K)
         if position.ndim == 0:
-            cache = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], new.astype(cache[name].dtype),
-                                                               position, axis=1)
-                     for name, new in (("k", k), ("v", v))}
+            cache = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], new[name].astype(cache[name].dtype),
+                                                               position, axis=2)
+                     for name in ("k", "v")}
         else:
             rows = jnp.arange(x.shape[0])
-            cache = {name: cache[name].at[rows, position].set(new[:, 0].astype(cache[name].dtype))
-                     for name, new in (("k", k), ("v", v))}
-        slots = jnp.arange(cache["k"].shape[1])
+            cache = {name: cache[name].at[rows, :, position].set(new[name][:, :, 0].astype(cache[name].dtype))
+                     for name in ("k", "v")}
+        slots = jnp.arange(cache["k"].shape[2])
         visible = slots[None, :] <= jnp.broadcast_to(position, (x.shape[0],))[:, None]  # (B, L)
-        mask = visible[:, None, None, :]  # (B, 1, 1, L)
-        out = self._attend(q, cache["k"], cache["v"], mask, None, head_gates)
-        return out, cache
+        out = self._one_query(q, cache["k"], cache["v"], visible[:, None, None, :])
+        return self._project_out(out, head_gates, None), cache
 
     def _attend(self, q, k, v, mask, dropout_key, head_gates):
         dropout_on = dropout_key is not None and self.dropout_rate > 0.0
@@ -187,8 +205,6 @@ class MultiHeadAttention(nnx.Module):
             out, weights = self._explicit(q, k, v, mask, dropout_key)  # (B, T, H, K)
             if self.record_weights:
                 self.sow(nnx.Intermediate, "attention_weights", weights)  # (B, H, T, S) float32
-        elif q.shape[1] == 1 and ONE_QUERY_REDUCTION:
-            out = self._one_query(q, k, v, mask)  # decoding: one new token per row
         else:
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None)
             if mask is not None:
@@ -196,6 +212,10 @@ class MultiHeadAttention(nnx.Module):
                 # explicit path (their result is never used, but both paths should agree).
                 has_key = jnp.any(mask, axis=-1)  # (B or 1, H or 1, T)
                 out = out * jnp.swapaxes(has_key, 1, 2)[..., None].astype(out.dtype)
+        return self._project_out(out, head_gates, dropout_key)
+
+    def _project_out(self, out: jax.Array, head_gates: jax.Array | None, dropout_key: jax.Array | None) -> jax.Array:
+        """Each head's output (B, T, H, K) times its gate, then W -> D: (B, T, D)."""
         gates = self._gates(head_gates, dropout_key)
         if gates is not None:
             out = out * gates.astype(out.dtype)[None, None, :, None]
@@ -212,22 +232,19 @@ class MultiHeadAttention(nnx.Module):
         return z if head_gates is None else z * head_gates.astype(jnp.float32)
 
     def _one_query(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
-        """Attention of one query per row as multiply-and-reduce over the keys: q (B, 1, H, K),
-        k and v (B, S, H, K), mask broadcastable to (B, H, 1, S) -> (B, 1, H, K).
-
-        A batched dot with a single query row makes XLA:CPU transpose the whole key and value
-        cache into its (B, H, K, S) dot layout at every decoding step; two fused reductions read
-        the cache where it is. Scores, softmax and sums in float32, as on the explicit path."""
+        """Attention of one query per row on head-major keys and values: q (B, 1, H, K), k and v
+        (B, H, S, K), mask broadcastable to (B, H, 1, S) -> (B, 1, H, K). Scores and softmax in
+        float32, as on the explicit path; a row with no visible key gets zero output."""
         scale = self.head_dim ** -0.5
-        logits = jnp.sum(q.astype(jnp.float32) * k.astype(jnp.float32), axis=-1) * scale  # (B, S, H)
-        visible = None if mask is None else jnp.swapaxes(mask[:, :, 0, :], 1, 2)  # (B or 1, S, H or 1)
+        logits = jnp.einsum("bhk,bhsk->bhs", q[:, 0], k, preferred_element_type=jnp.float32) * scale  # (B, H, S)
+        visible = None if mask is None else mask[:, :, 0, :]  # (B or 1, H or 1, S)
         if visible is not None:
             logits = jnp.where(visible, logits, _MASK_VALUE)
-        weights = jax.nn.softmax(logits, axis=1)  # over the keys
+        weights = jax.nn.softmax(logits, axis=-1)
         if visible is not None:
-            weights = jnp.where(visible, weights, 0.0)  # no visible key: zero output, as the other paths
-        out = jnp.sum(weights[..., None] * v.astype(jnp.float32), axis=1)  # (B, H, K)
-        return out[:, None].astype(v.dtype)
+            weights = jnp.where(visible, weights, 0.0)
+        out = jnp.einsum("bhs,bhsk->bhk", weights.astype(v.dtype), v)  # (B, H, K)
+        return out[:, None]
 
     def _explicit(self, q, k, v, mask, dropout_key):
         scale = self.head_dim ** -0.5

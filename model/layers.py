@@ -166,16 +166,15 @@ class DecoderLayer(_Sublayers):
                     cross_mask: jax.Array, *, head_gates: dict | None = None):
         """Incremental version of __call__ for one new token (no dropout).
 
-        x: (B, 1, D); cache: {"k", "v"} (B, L, H, K), H this layer's self-attention heads;
-        position: () or (B,); cross_kv: {"k", "v"}
-        (B, S, H, K); cross_mask: (B, 1, 1, S). Returns ((B, 1, D), new cache).
+        x: (B, 1, D); cache: {"k", "v"} (B, H, L, K), H this layer's self-attention heads;
+        position: () or (B,); cross_kv: {"k", "v"} (B, H, S, K) (head-major, as the cache);
+        cross_mask: (B, 1, 1, S). Returns ((B, 1, D), new cache).
         """
         gates = head_gates or {}
         h, cache = self.self_attn.decode_step(self._input(x, 0), cache, position,
                                               head_gates=gates.get("self"))
         x = self._residual(x, h, 0, None)
-        h = self.cross_attn(self._input(x, 1), cross_mask, kv=cross_kv,
-                            head_gates=gates.get("cross"))
+        h = self.cross_attn.decode_cross(self._input(x, 1), cross_kv, cross_mask, head_gates=gates.get("cross"))
         x = self._residual(x, h, 1, None)
         x = self._residual(x, self.ffn(self._input(x, 2)), 2, None)
         return x, cache

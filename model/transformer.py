@@ -190,17 +190,18 @@ class Transformer(nnx.Module):
 
     # ---- incremental decoding -------------------------------------------------------------
     # The cache is explicit: a list with one {"k", "v"} dict per decoder layer, each
-    # (B, max_len, H_l, head_dim) in the compute dtype (H_l: that layer's self-attention heads);
-    # slot i holds the token at position i.
+    # (B, H_l, max_len, head_dim) in the compute dtype (H_l: that layer's self-attention heads),
+    # head-major so that model/attention.py's one-query products read it in place; slot i holds
+    # the token at position i.
 
     def init_cache(self, batch_size: int, max_len: int) -> list[dict[str, jax.Array]]:
-        shapes = [(batch_size, max_len, h, self.cfg.resolved_head_dim) for h in self.head_counts["decoder_self"]]
+        shapes = [(batch_size, h, max_len, self.cfg.resolved_head_dim) for h in self.head_counts["decoder_self"]]
         return [{"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)} for shape in shapes]
 
     def precompute_cross(self, memory: jax.Array) -> list[dict[str, jax.Array]]:
-        """Cross-attention keys/values per decoder layer, once per source:
-        memory (B, S, D) -> [{"k", "v"}: (B, S, H, K)] * L."""
-        return [layer.cross_attn.project_kv(memory) for layer in self.decoder_layers]
+        """Cross-attention keys/values per decoder layer, once per source, head-major like the
+        cache: memory (B, S, D) -> [{"k", "v"}: (B, H, S, K)] * L."""
+        return [layer.cross_attn.cached_kv(memory) for layer in self.decoder_layers]
 
     def decode_step(self, token: jax.Array, position: jax.Array | int, cache: list,
                     cross_kv: list, src_segments: jax.Array, *, head_gates: dict | None = None):

@@ -124,25 +124,41 @@ def test_fast_equals_explicit_and_weights():
     np.testing.assert_allclose(sums[1], 1.0, atol=1e-6)
 
 
-def test_one_query_path_matches_numpy_and_the_batched_dot(monkeypatch):
-    """Decoding's one-query attention (reductions over the keys) against the textbook reference
-    and against the batched-dot path it replaces, with a row that sees no key at all."""
-    import model.attention as attention
+@functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
+def _decode_cross(graphdef, state, x, context, mask):
+    mha = nnx.merge(graphdef, state)
+    return mha.decode_cross(x, mha.cached_kv(context), mask)
 
-    x, ctx = inputs(t=1, s=6)  # one query per row
+
+@functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
+def _decode_all(graphdef, state, x):
+    """Feed x (B, T, D) one position at a time through decode_step's head-major cache."""
+    mha = nnx.merge(graphdef, state)
+    b, t, _ = x.shape
+    cache = {n: jnp.zeros((b, mha.num_heads, t, mha.head_dim)) for n in ("k", "v")}
+
+    def step(cache, i):
+        out, cache = mha.decode_step(jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1), cache, i)
+        return cache, out[:, 0]
+
+    return jnp.swapaxes(jax.lax.scan(step, cache, jnp.arange(t))[1], 0, 1)  # (B, T, D)
+
+
+def test_decoding_paths_match_numpy():
+    """Decoding's one-query attention on head-major keys and values: cross-attention to cached_kv
+    (a row that sees no key gets only the output bias) and cached causal self-attention, fed one
+    position at a time, against the textbook reference."""
+    x1, ctx = inputs(t=1, s=6)  # one query per row
     mask = padding_mask(jnp.array([[1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]]))
-    for self_attention, context in ((False, ctx), (True, x)):
-        mha = make(self_attention=self_attention, seed=3)
-        m = mask if not self_attention else mask[..., :1]
-        got = np.asarray(attend(mha, x, m, None if self_attention else context))
-        want = numpy_attention(mha, x, context, m)
-        np.testing.assert_allclose(got[0], want[0], atol=1e-5, rtol=1e-5)
-        np.testing.assert_allclose(got[1], np.broadcast_to(mha.out.bias[...], got[1].shape), atol=1e-6)
-        monkeypatch.setattr(attention, "ONE_QUERY_REDUCTION", False)
-        jax.clear_caches()  # the flag is read when tracing
-        batched = np.asarray(attend(mha, x, m, None if self_attention else context))
-        monkeypatch.setattr(attention, "ONE_QUERY_REDUCTION", True)
-        np.testing.assert_allclose(got, batched, atol=1e-5, rtol=1e-5)
+    mha = make(self_attention=False, seed=3)
+    got = np.asarray(_decode_cross(*nnx.split(mha), x1, ctx, mask))
+    np.testing.assert_allclose(got[0], numpy_attention(mha, x1, ctx, mask)[0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(got[1], np.broadcast_to(mha.out.bias[...], got[1].shape), atol=1e-6)
+
+    mha = make(seed=4)
+    x, _ = inputs(t=5)
+    got = np.asarray(_decode_all(*nnx.split(mha), x))
+    np.testing.assert_allclose(got, numpy_attention(mha, x, x, causal_mask(5)), atol=1e-5, rtol=1e-5)
 
 
 def test_fully_masked_rows_are_finite():
