@@ -15,10 +15,11 @@ Two code paths give the same outputs:
 A query row with no key to attend to (a padding query) gets zero output in both paths, never NaN.
 
 Decoding (one new query per row) has a third path, `_one_query`, on keys and values kept head-major,
-(B, H, L, K): the KV cache (`decode_step`) and the cross-attention keys/values computed once per
-source (`cached_kv`, used by `decode_cross`). In that layout both products are batched matmuls with
-(B, H) leading, which XLA runs where the cache lies; with the (B, L, H, K) layout of the other paths
-it transposes the whole cache into that form at every step.
+keys transposed: k (B, H, K, L) and v (B, H, L, K), in the KV cache (`decode_step`) and in the
+cross-attention keys/values computed once per source (`cached_kv`, used by `decode_cross`). Both
+products are then plain batched matmuls, (B, H) leading and no operand transposed, which XLA:CPU
+runs on the cache where it lies; with the (B, L, H, K) layout of the other paths it copies the
+whole cache into that form at every step.
 
 Heads can be removed for real: a module built with num_heads=0 has no q/k/v or output kernel, only
 the output bias (`out_bias`), and returns it at every position, which is what the full module
@@ -159,44 +160,82 @@ class MultiHeadAttention(nnx.Module):
         return self._attend(q, k, v, mask, dropout_key, head_gates)
 
     def cached_kv(self, context: jax.Array) -> dict[str, jax.Array]:
-        """Cross-attention keys and values for decoding, head-major:
-        (B, S, D) -> {"k", "v"}: (B, H, S, K), computed once per source."""
-        return {name: jnp.swapaxes(t, 1, 2) for name, t in self.project_kv(context).items()}
+        """Cross-attention keys and values for decoding, once per source, in the decoding layout:
+        (B, S, D) -> {"k": (B, H, K, S), "v": (B, H, S, K)}."""
+        kv = self.project_kv(context)  # (B, S, H, K) each
+        return {"k": kv["k"].transpose(0, 2, 3, 1), "v": kv["v"].transpose(0, 2, 1, 3)}
 
     def decode_cross(self, x: jax.Array, kv: dict[str, jax.Array], mask: jax.Array | None, *,
-                     head_gates: jax.Array | None = None) -> jax.Array:
-        """Cross-attention of one new token per row: x (B, 1, D) to `cached_kv`'s (B, H, S, K);
-        mask broadcastable to (B, H, 1, S). Returns (B, 1, D)."""
+                     head_gates: jax.Array | None = None, beams: int = 1) -> jax.Array:
+        """Cross-attention of one new token per row to `cached_kv`'s keys and values.
+
+        x: (B * beams, 1, D), row b * beams + j the j-th hypothesis of source b (beam search
+        reads each source's keys and values once for all its beams); mask broadcastable to
+        (B, H, beams, S). Returns (B * beams, 1, D)."""
         if self.num_heads == 0:
             return self._bias_only(x)
-        (q,) = self._heads(self.q(x), 1)  # (B, 1, H, K)
-        return self._project_out(self._one_query(q, kv["k"], kv["v"], mask), head_gates, None)
+        (q,) = self._heads(self.q(x), 1)  # (B * beams, 1, H, K)
+        return self._project_out(self._one_query(q, kv["k"], kv["v"], mask, beams), head_gates, None)
 
     def decode_step(self, x: jax.Array, cache: dict[str, jax.Array], position: jax.Array, *,
-                    head_gates: jax.Array | None = None):
+                    head_gates: jax.Array | None = None, ancestors: jax.Array | None = None):
         """One step of cached causal self-attention.
 
-        x: (B, 1, D) the new token; cache: {"k", "v"} (B, H, L, K) for slots < position;
+        x: (B, 1, D) the new token; cache: {"k": (B, H, K, L), "v": (B, H, L, K)} for slots < position;
         position: the slot to write, an int scalar shared by all rows (what greedy and beam
         search use: one slice update) or (B,) per row (a scatter, much slower on the CPU).
         Returns ((B, 1, D), new cache).
+
+        Beam search (ancestors (B, beams, L) int32, position a scalar): x is (B * beams, 1, D),
+        row b * beams + j the j-th hypothesis of sentence b, and the cache (L replaced by beams * L)
+        holds in slot i * L + s what the hypothesis in place i wrote at position s. Hypothesis j's
+        prefix at position s is in place ancestors[b, j, s], so reordering the beams reorders
+        this small index instead of the cache; attention reads the beams' slots together and
+        masks all but the ancestors'.
         """
         if self.num_heads == 0:
             return self._bias_only(x), cache
-        q, k, v = self._heads(self.qkv(x), 3)  # each (B, 1, H, K)
+        q, k, v = self._heads(self.qkv(x), 3)  # each (B * beams, 1, H, K)
         position = jnp.asarray(position, jnp.int32)
-        new = {"k": jnp.swapaxes(k, 1, 2), "v": jnp.swapaxes(v, 1, 2)}  # (B, H, 1, K)
+        if ancestors is not None:
+            return self._decode_step_beams(q, k, v, cache, position, ancestors, head_gates)
+        new = {"k": k.transpose(0, 2, 3, 1), "v": v.transpose(0, 2, 1, 3)}  # (B, H, K, 1), (B, H, 1, K)
+        axis = {"k": 3, "v": 2}  # the position axis
         if position.ndim == 0:
             cache = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], new[name].astype(cache[name].dtype),
-                                                               position, axis=2)
+                                                               position, axis=axis[name])
                      for name in ("k", "v")}
         else:
             rows = jnp.arange(x.shape[0])
-            cache = {name: cache[name].at[rows, :, position].set(new[name][:, :, 0].astype(cache[name].dtype))
-                     for name in ("k", "v")}
-        slots = jnp.arange(cache["k"].shape[2])
+            cache = {"k": cache["k"].at[rows, :, :, position].set(new["k"][..., 0].astype(cache["k"].dtype)),
+                     "v": cache["v"].at[rows, :, position].set(new["v"][:, :, 0].astype(cache["v"].dtype))}
+        slots = jnp.arange(cache["v"].shape[2])
         visible = slots[None, :] <= jnp.broadcast_to(position, (x.shape[0],))[:, None]  # (B, L)
         out = self._one_query(q, cache["k"], cache["v"], visible[:, None, None, :])
+        return self._project_out(out, head_gates, None), cache
+
+    def _decode_step_beams(self, q, k, v, cache, position, ancestors, head_gates):
+        """decode_step for beam search (see there): q, k, v (B * beams, 1, H, K)."""
+        b, beams, length = ancestors.shape
+        h, d = self.num_heads, self.head_dim
+
+        def write(slots: jax.Array, new: jax.Array, axis: int) -> jax.Array:
+            """new (B * beams, 1, H, K) into `slots`, whose `axis` runs over beams * L."""
+            new = new.reshape(b, beams, h, d).transpose(0, 2, 1, 3)  # (B, H, beams, K)
+            if axis == 3:  # keys (B, H, K, beams * L)
+                new, view = new.transpose(0, 1, 3, 2)[..., None], (b, h, d, beams, length)
+            else:  # values (B, H, beams * L, K)
+                new, view = new[:, :, :, None], (b, h, beams, length, d)
+            slots = jax.lax.dynamic_update_slice_in_dim(slots.reshape(view), new.astype(slots.dtype), position,
+                                                        axis=axis + 1)
+            return slots.reshape(slots.shape[:axis] + (beams * length,) + slots.shape[axis + 2:])
+
+        cache = {"k": write(cache["k"], k, 3), "v": write(cache["v"], v, 2)}
+        place = jnp.arange(beams, dtype=ancestors.dtype)
+        is_ancestor = ancestors[:, :, None, :] == place[None, None, :, None]  # (B, beams j, beams i, L)
+        written = jnp.arange(length) <= position  # (L,)
+        visible = (is_ancestor & written).reshape(b, 1, beams, beams * length)  # key i * L + s
+        out = self._one_query(q, cache["k"], cache["v"], visible, beams)
         return self._project_out(out, head_gates, None), cache
 
     def _attend(self, q, k, v, mask, dropout_key, head_gates):
@@ -231,20 +270,23 @@ class MultiHeadAttention(nnx.Module):
         z = hard_concrete.gate_values(self.gate_log_alpha[...], key)  # (H,) float32
         return z if head_gates is None else z * head_gates.astype(jnp.float32)
 
-    def _one_query(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
-        """Attention of one query per row on head-major keys and values: q (B, 1, H, K), k and v
-        (B, H, S, K), mask broadcastable to (B, H, 1, S) -> (B, 1, H, K). Scores and softmax in
-        float32, as on the explicit path; a row with no visible key gets zero output."""
-        scale = self.head_dim ** -0.5
-        logits = jnp.einsum("bhk,bhsk->bhs", q[:, 0], k, preferred_element_type=jnp.float32) * scale  # (B, H, S)
-        visible = None if mask is None else mask[:, :, 0, :]  # (B or 1, H or 1, S)
-        if visible is not None:
-            logits = jnp.where(visible, logits, _MASK_VALUE)
+    def _one_query(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+                   beams: int = 1) -> jax.Array:
+        """Attention of one query per row in the decoding layout: q (B * beams, 1, H, K), k
+        (B, H, K, S) and v (B, H, S, K) shared by each source's `beams` rows, mask broadcastable to
+        (B, H, beams, S) -> (B * beams, 1, H, K). Scores and softmax in float32, as on the
+        explicit path; a row with no visible key gets zero output."""
+        rows, _, h, d = q.shape
+        queries = q.reshape(rows // beams, beams, h, d).transpose(0, 2, 1, 3)  # (B, H, beams, K)
+        logits = jnp.einsum("bhjk,bhks->bhjs", queries, k,
+                            preferred_element_type=jnp.float32) * self.head_dim ** -0.5  # (B, H, beams, S)
+        if mask is not None:
+            logits = jnp.where(mask, logits, _MASK_VALUE)
         weights = jax.nn.softmax(logits, axis=-1)
-        if visible is not None:
-            weights = jnp.where(visible, weights, 0.0)
-        out = jnp.einsum("bhs,bhsk->bhk", weights.astype(v.dtype), v)  # (B, H, K)
-        return out[:, None]
+        if mask is not None:
+            weights = jnp.where(mask, weights, 0.0)
+        out = jnp.einsum("bhjs,bhsk->bhjk", weights.astype(v.dtype), v)  # (B, H, beams, K)
+        return out.transpose(0, 2, 1, 3).reshape(rows, 1, h, d)
 
     def _explicit(self, q, k, v, mask, dropout_key):
         scale = self.head_dim ** -0.5

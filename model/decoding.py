@@ -96,17 +96,6 @@ def greedy_decode(model: Transformer, src: jax.Array, *, max_len: int, max_len_a
     return jax.lax.while_loop(cond, body, state)[1]
 
 
-def _gather_beams(tree, beam_idx: jax.Array, batch: int, beam: int):
-    """Reorder a (B*K, ...) pytree by beam_idx (B, K): new slot k takes old beam beam_idx[:, k]."""
-    rows = jnp.arange(batch)[:, None]
-
-    def gather(x):
-        x = x.reshape((batch, beam) + x.shape[1:])[rows, beam_idx]
-        return x.reshape((batch * beam,) + x.shape[2:])
-
-    return jax.tree.map(gather, tree)
-
-
 def beam_search(model: Transformer, src: jax.Array, *, beam_size: int, alpha: float = 0.6,
                 max_len: int, max_len_a: float = 1.2, max_len_b: int = 10, bos_id: int = 1,
                 eos_id: int = 2, pad_id: int = 0) -> tuple[jax.Array, jax.Array]:
@@ -120,14 +109,19 @@ def beam_search(model: Transformer, src: jax.Array, *, beam_size: int, alpha: fl
     reach: log-probs only fall, so an alive beam's best is log-prob / penalty(length limit)
     (for alpha >= 0). Beam search is not monotone in K: a wider beam usually, not always,
     finds a better-scoring hypothesis than greedy.
+
+    The KV cache is never reordered: beam j writes its keys and values in its own place, and
+    `ancestors` (B, K, L) records in which place each beam's prefix lies at each position;
+    reordering the beams gathers that small index (model/attention.py, decode_step).
     """
     bsz, k = src.shape[0], beam_size
     src_segments = (src != pad_id).astype(jnp.int32)
     limits = _length_limits(src_segments, max_len, max_len_a, max_len_b)  # (B,)
     memory = model.encode(src, src_segments)  # (B, S, D)
-    # Beams ride along the batch axis: row b * K + j is beam j of sentence b.
-    cross_kv = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), model.precompute_cross(memory))
-    beam_segments = jnp.repeat(src_segments, k, axis=0)  # (B*K, S)
+    # Beams ride along the batch axis (row b * K + j is beam j of sentence b); the source's
+    # cross-attention keys and values are kept once per sentence.
+    cross_kv = model.precompute_cross(memory)
+    places = jnp.arange(k, dtype=jnp.int32)
 
     def cond(state):
         t, _, alive_lp, _, fin_scores, fin_flags, _ = state
@@ -136,9 +130,10 @@ def beam_search(model: Transformer, src: jax.Array, *, beam_size: int, alpha: fl
         return (t < max_len) & ~jnp.all(done)
 
     def body(state):
-        t, alive_seqs, alive_lp, fin_seqs, fin_scores, fin_flags, cache = state
+        t, alive_seqs, alive_lp, fin_seqs, fin_scores, fin_flags, (cache, ancestors) = state
         last = jnp.where(t == 0, bos_id, alive_seqs[:, :, jnp.maximum(t - 1, 0)])  # (B, K)
-        logits, cache = model.decode_step(last.reshape(-1), t, cache, cross_kv, beam_segments)
+        ancestors = ancestors.at[:, :, t].set(places)  # each beam writes position t in its own place
+        logits, cache = model.decode_step(last.reshape(-1), t, cache, cross_kv, src_segments, ancestors=ancestors)
         logp = _log_probs(logits, pad_id, bos_id).reshape(bsz, k, -1)  # (B, K, V)
         vocab = logp.shape[-1]
 
@@ -153,7 +148,8 @@ def beam_search(model: Transformer, src: jax.Array, *, beam_size: int, alpha: fl
         # Alive: the K best candidates that did not end.
         alive_lp, pick = jax.lax.top_k(jnp.where(ended, NEG_INF, cand_lp), k)
         alive_seqs = jnp.take_along_axis(cand_seqs, pick[:, :, None], axis=1)
-        cache = _gather_beams(cache, jnp.take_along_axis(cand_beam, pick, axis=1), bsz, k)
+        parents = jnp.take_along_axis(cand_beam, pick, axis=1)  # (B, K): the beam each new one extends
+        ancestors = jnp.take_along_axis(ancestors, parents[:, :, None], axis=1)
 
         # Finished: ended candidates ranked within the top K (as fairseq: an ending must beat
         # the beam, which makes beam 1 exactly greedy), merged into the K best so far.
@@ -165,13 +161,13 @@ def beam_search(model: Transformer, src: jax.Array, *, beam_size: int, alpha: fl
         fin_scores, pick = jax.lax.top_k(scores, k)
         fin_flags = jnp.take_along_axis(flags, pick, axis=1)
         fin_seqs = jnp.take_along_axis(seqs, pick[:, :, None], axis=1)
-        return t + 1, alive_seqs, alive_lp, fin_seqs, fin_scores, fin_flags, cache
+        return t + 1, alive_seqs, alive_lp, fin_seqs, fin_scores, fin_flags, (cache, ancestors)
 
     seqs0 = jnp.full((bsz, k, max_len), pad_id, jnp.int32)
     alive_lp0 = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (bsz, 1))
     state = (jnp.array(0, jnp.int32), seqs0, alive_lp0, seqs0,
              jnp.full((bsz, k), NEG_INF, jnp.float32), jnp.zeros((bsz, k), bool),
-             model.init_cache(bsz * k, max_len))
+             (model.init_cache(bsz, k * max_len), jnp.zeros((bsz, k, max_len), jnp.int32)))
     t, alive_seqs, alive_lp, fin_seqs, fin_scores, fin_flags, _ = jax.lax.while_loop(
         cond, body, state)
 

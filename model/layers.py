@@ -163,18 +163,23 @@ class DecoderLayer(_Sublayers):
         return self._residual(x, self.ffn(self._input(x, 2)), 2, fold_key(dropout_key, 4))
 
     def decode_step(self, x: jax.Array, cache: dict, position: jax.Array, cross_kv: dict,
-                    cross_mask: jax.Array, *, head_gates: dict | None = None):
+                    cross_mask: jax.Array, *, head_gates: dict | None = None,
+                    ancestors: jax.Array | None = None):
         """Incremental version of __call__ for one new token (no dropout).
 
-        x: (B, 1, D); cache: {"k", "v"} (B, H, L, K), H this layer's self-attention heads;
-        position: () or (B,); cross_kv: {"k", "v"} (B, H, S, K) (head-major, as the cache);
+        x: (B, 1, D); cache: {"k": (B, H, K, L), "v": (B, H, L, K)}, H this layer's self-attention
+        heads; position: () or (B,); cross_kv: the same layout over the source (S for L);
         cross_mask: (B, 1, 1, S). Returns ((B, 1, D), new cache).
+        Beam search: ancestors (B, beams, L), x (B * beams, 1, D), the cache's L is beams * L,
+        cross_kv and cross_mask one per source (MultiHeadAttention.decode_step).
         """
         gates = head_gates or {}
+        beams = 1 if ancestors is None else ancestors.shape[1]
         h, cache = self.self_attn.decode_step(self._input(x, 0), cache, position,
-                                              head_gates=gates.get("self"))
+                                              head_gates=gates.get("self"), ancestors=ancestors)
         x = self._residual(x, h, 0, None)
-        h = self.cross_attn.decode_cross(self._input(x, 1), cross_kv, cross_mask, head_gates=gates.get("cross"))
+        h = self.cross_attn.decode_cross(self._input(x, 1), cross_kv, cross_mask, head_gates=gates.get("cross"),
+                                         beams=beams)
         x = self._residual(x, h, 1, None)
         x = self._residual(x, self.ffn(self._input(x, 2)), 2, None)
         return x, cache

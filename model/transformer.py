@@ -189,26 +189,32 @@ class Transformer(nnx.Module):
                            dropout_key=fold_key(dropout_key, 1), head_gates=head_gates)
 
     # ---- incremental decoding -------------------------------------------------------------
-    # The cache is explicit: a list with one {"k", "v"} dict per decoder layer, each
-    # (B, H_l, max_len, head_dim) in the compute dtype (H_l: that layer's self-attention heads),
-    # head-major so that model/attention.py's one-query products read it in place; slot i holds
-    # the token at position i.
+    # The cache is explicit: a list with one dict per decoder layer, k (B, H_l, head_dim, max_len)
+    # and v (B, H_l, max_len, head_dim) in the compute dtype (H_l: that layer's self-attention
+    # heads), the layout in which model/attention.py's one-query products read it in place; slot
+    # i holds the token at position i.
 
     def init_cache(self, batch_size: int, max_len: int) -> list[dict[str, jax.Array]]:
-        shapes = [(batch_size, h, max_len, self.cfg.resolved_head_dim) for h in self.head_counts["decoder_self"]]
-        return [{"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)} for shape in shapes]
+        d = self.cfg.resolved_head_dim
+        return [{"k": jnp.zeros((batch_size, h, d, max_len), self.dtype),
+                 "v": jnp.zeros((batch_size, h, max_len, d), self.dtype)} for h in self.head_counts["decoder_self"]]
 
     def precompute_cross(self, memory: jax.Array) -> list[dict[str, jax.Array]]:
-        """Cross-attention keys/values per decoder layer, once per source, head-major like the
-        cache: memory (B, S, D) -> [{"k", "v"}: (B, H, S, K)] * L."""
+        """Cross-attention keys/values per decoder layer, once per source, laid out like the
+        cache: memory (B, S, D) -> [{"k": (B, H, K, S), "v": (B, H, S, K)}] * L."""
         return [layer.cross_attn.cached_kv(memory) for layer in self.decoder_layers]
 
     def decode_step(self, token: jax.Array, position: jax.Array | int, cache: list,
-                    cross_kv: list, src_segments: jax.Array, *, head_gates: dict | None = None):
+                    cross_kv: list, src_segments: jax.Array, *, head_gates: dict | None = None,
+                    ancestors: jax.Array | None = None):
         """Feed one target token per row: token (B,) at position (scalar or (B,)).
 
         Returns (logits (B, V) float32, new cache). Deterministic (no dropout). The target is one
         sequence per row: it attends to every non-padding source token (src_segments != 0).
+
+        Beam search: ancestors (B, beams, L) int32 and a scalar position; token (B * beams,),
+        row b * beams + j the j-th hypothesis of source b; the cache from init_cache(B, beams * L);
+        cross_kv and src_segments one per source (B rows). See MultiHeadAttention.decode_step.
         """
         b = token.shape[0]
         position = jnp.asarray(position, jnp.int32)  # a scalar stays one: a slice update of the cache
@@ -219,7 +225,7 @@ class Transformer(nnx.Module):
         new_cache = []
         for i, layer in enumerate(self.decoder_layers):
             x, layer_cache = layer.decode_step(x, cache[i], position, cross_kv[i], cross_mask,
-                                               head_gates=self._decoder_gates(gates, i))
+                                               head_gates=self._decoder_gates(gates, i), ancestors=ancestors)
             new_cache.append(layer_cache)
         if self.cfg.norm == "pre":
             x = self.decoder_norm(x)

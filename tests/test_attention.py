@@ -135,7 +135,7 @@ def _decode_all(graphdef, state, x):
     """Feed x (B, T, D) one position at a time through decode_step's head-major cache."""
     mha = nnx.merge(graphdef, state)
     b, t, _ = x.shape
-    cache = {n: jnp.zeros((b, mha.num_heads, t, mha.head_dim)) for n in ("k", "v")}
+    cache = {"k": jnp.zeros((b, mha.num_heads, mha.head_dim, t)), "v": jnp.zeros((b, mha.num_heads, t, mha.head_dim))}
 
     def step(cache, i):
         out, cache = mha.decode_step(jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1), cache, i)

@@ -61,8 +61,9 @@ def test_decode_line(short_run):
     decode = short_run["decode"]
     for kind in DECODE_KINDS:
         assert decode[f"{kind}_sentences_per_s"] > 0
-    # The KV cache must not change what greedy decoding produces.
+    # The KV cache must not change what greedy decoding or beam search produces.
     assert decode["greedy_cached_equals_uncached"] is True
+    assert decode["beam4_cached_equals_uncached"] is True
 
 
 def test_data_line(short_run):

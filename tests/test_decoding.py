@@ -106,7 +106,9 @@ def test_cache_write_by_shared_position_equals_per_row_positions(setup):
     shared, per_row = jit_with_model(graphdef, both)(state, src)
     for a, b in zip(jax.tree_util.tree_leaves(shared), jax.tree_util.tree_leaves(per_row)):
         np.testing.assert_array_equal(a, b)
-    assert np.abs(np.asarray(shared[1][0]["k"][:, 3])).sum() > 0  # slot 3 was written
+    keys, values = (np.asarray(shared[1][0][n]) for n in ("k", "v"))  # (B, H, K, L), (B, H, L, K)
+    assert np.abs(keys[..., 3]).sum() > 0 and np.abs(values[:, :, 3]).sum() > 0  # slot 3 was written
+    assert not keys[..., 4:].any() and not values[:, :, 4:].any()  # and no later one
 
 
 def test_greedy_cached_equals_uncached(setup, greedy):
@@ -168,6 +170,20 @@ def test_beam_four_beats_greedy(setup, beam, greedy, log_prob):
                                atol=1e-4)
     limits = np.minimum(A * np.array(SRC_LENS) + B, MAX_LEN)
     assert np.all(lengths <= limits)
+
+
+def test_beam_cache_equals_recomputing_every_prefix(setup):
+    """Beam search never reorders its KV cache (each beam reads its prefix through `ancestors`):
+    the same tokens and scores as recomputing every beam's whole prefix at every step."""
+    from train.bench.decode import PrefixRecomputingModel
+
+    graphdef, state, src = setup
+    kw = dict(beam_size=4, alpha=0.6, max_len=MAX_LEN, max_len_a=A, max_len_b=B)
+    cached = jit_with_model(graphdef, beam_search, **kw)(state, src)
+    recomputed = jax.jit(lambda state, src: beam_search(PrefixRecomputingModel(nnx.merge(graphdef, state)), src, **kw),
+                         compiler_options=FAST_COMPILE)(state, src)
+    np.testing.assert_array_equal(cached[0], recomputed[0])
+    np.testing.assert_allclose(cached[1], recomputed[1], atol=1e-5)
 
 
 def test_greedy_token_is_the_first_argmax_without_pad_and_bos():

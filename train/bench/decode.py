@@ -13,12 +13,14 @@ from train.bench.records import log
 from train.bench.workload import model_config, synthetic_batch
 
 
-class _Uncached:
-    """A view of the model whose `decode_step` recomputes the whole prefix (no KV cache).
+class PrefixRecomputingModel:
+    """A view of the model whose `decode_step` recomputes the whole prefix (no KV cache), for
+    model/decoding.py's own beam_search.
 
-    The "cache" is the token history (B, L) plus nothing else, so beam_search's reordering of
-    cache rows reorders histories too; cross "kv" is the encoder memory itself. Used to time
-    beam search without the KV cache using model/decoding.py's own beam_search.
+    Its "cache" is the token history, laid out as the model's cache is for beam search: per
+    sentence, K places of L tokens, beam j writing position t in place j, with `ancestors`
+    (B, K, L) saying in which place each beam's prefix lies. The cross-attention "kv" is the
+    encoder memory itself.
     """
 
     def __init__(self, model, bos_id: int = 1):
@@ -35,15 +37,19 @@ class _Uncached:
 
         return {"tokens": jnp.full((batch_size, max_len), self.bos_id, jnp.int32)}
 
-    def decode_step(self, token, position, cache, cross, src_segments):
+    def decode_step(self, token, position, cache, cross, src_segments, *, ancestors):
+        import jax
         import jax.numpy as jnp
 
-        b, length = cache["tokens"].shape
-        position = jnp.broadcast_to(jnp.asarray(position, jnp.int32), (b,))
-        tokens = cache["tokens"].at[jnp.arange(b), position].set(token)  # tgt_in[t] = last token
-        logits = self.model.decode(tokens, cross["memory"], src_segments, jnp.ones_like(tokens))
-        logits = jnp.take_along_axis(logits, position[:, None, None], axis=1)[:, 0]  # (B, V)
-        return logits, {"tokens": tokens}
+        b, beams, length = ancestors.shape
+        places = cache["tokens"].reshape(b, beams, length)
+        places = jax.lax.dynamic_update_slice_in_dim(places, token.reshape(b, beams, 1), position, axis=2)
+        # Each beam's history: position s from the place its prefix lies in; tgt_in[t] = last token.
+        history = jnp.take_along_axis(places, ancestors, axis=1).reshape(b * beams, length)
+        memory, segments = (jnp.repeat(x, beams, axis=0) for x in (cross["memory"], src_segments))
+        logits = self.model.decode(history, memory, segments, jnp.ones_like(history))
+        logits = jax.lax.dynamic_index_in_dim(logits, position, axis=1, keepdims=False)  # (B * K, V)
+        return logits, {"tokens": places.reshape(b, beams * length)}
 
 
 def decoder_inputs(a: argparse.Namespace):
@@ -74,7 +80,7 @@ def bench_decode(a: argparse.Namespace, timer: CompileTimer) -> dict:
         return greedy_decode(nnx.merge(graphdef, state), src, use_cache=False, **kw)
 
     def beam_uncached(state, src):
-        return beam_search(_Uncached(nnx.merge(graphdef, state)), src, beam_size=a.beam, alpha=0.6, **kw)[0]
+        return beam_search(PrefixRecomputingModel(nnx.merge(graphdef, state)), src, beam_size=a.beam, alpha=0.6, **kw)[0]
 
     fns: dict[str, Callable] = {
         "greedy_cached": make_decode_fn(graphdef, beam_size=1, alpha=0.6, **kw),
