@@ -167,6 +167,7 @@ def beam_search(model: Transformer, src: jax.Array, *, beam_size: int, alpha: fl
     alive_lp0 = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (bsz, 1))
     state = (jnp.array(0, jnp.int32), seqs0, alive_lp0, seqs0,
              jnp.full((bsz, k), NEG_INF, jnp.float32), jnp.zeros((bsz, k), bool),
+             # the cache: per sentence, K places of max_len slots; ancestors (B, K, L)
              (model.init_cache(bsz, k * max_len), jnp.zeros((bsz, k, max_len), jnp.int32)))
     t, alive_seqs, alive_lp, fin_seqs, fin_scores, fin_flags, _ = jax.lax.while_loop(
         cond, body, state)
