@@ -107,7 +107,10 @@ def test_only_process_zero_writes(runs):
 
 def test_killed_processes_resume_bitwise(runs):
     (k0, _), (k1, _) = runs["killed"]
-    assert k0 == k1 == -9  # SIGKILL after step 5
+    # Each process SIGKILLs itself after step 5. A process still inside step 5's collectives
+    # when its peer dies is stopped by the distributed runtime instead (SIGABRT): on a loaded
+    # machine that is what happens to the slower one. Either way both died mid-run.
+    assert {k0, k1} <= {-9, -6} and -9 in (k0, k1), (k0, k1)
     (rc0, out0), (rc1, out1) = runs["resumed"]
     assert rc0 == 0 and rc1 == 0, out0[-3000:] + out1[-3000:]
     assert "resumed from step 4" in out0
