@@ -64,6 +64,15 @@ def segment_mask(q_segments: jax.Array, k_segments: jax.Array) -> jax.Array:
     return (same & (k_segments != 0)[:, None, :])[:, None]
 
 
+def _masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Softmax over the last axis (the keys) of float32 scores where `mask` allows; masked keys get
+    weight 0, and a fully masked row is all zero, not uniform."""
+    if mask is None:
+        return jax.nn.softmax(logits, axis=-1)
+    weights = jax.nn.softmax(jnp.where(mask, logits, _MASK_VALUE), axis=-1)
+    return jnp.where(mask, weights, 0.0)
+
+
 def _xavier_uniform_per_projection(num: int) -> nnx.initializers.Initializer:
     """Xavier-uniform for a fused kernel (D, num * W): each of the `num` projections is
     initialised as if it were its own (D, W) matrix, like separate q/k/v Linears."""
@@ -280,11 +289,7 @@ class MultiHeadAttention(nnx.Module):
         queries = q.reshape(rows // beams, beams, h, d).transpose(0, 2, 1, 3)  # (B, H, beams, K)
         logits = jnp.einsum("bhjk,bhks->bhjs", queries, k,
                             preferred_element_type=jnp.float32) * self.head_dim ** -0.5  # (B, H, beams, S)
-        if mask is not None:
-            logits = jnp.where(mask, logits, _MASK_VALUE)
-        weights = jax.nn.softmax(logits, axis=-1)
-        if mask is not None:
-            weights = jnp.where(mask, weights, 0.0)
+        weights = _masked_softmax(logits, mask)
         out = jnp.einsum("bhjs,bhsk->bhjk", weights.astype(v.dtype), v)  # (B, H, beams, K)
         return out.transpose(0, 2, 1, 3).reshape(rows, 1, h, d)
 
@@ -292,11 +297,7 @@ class MultiHeadAttention(nnx.Module):
         scale = self.head_dim ** -0.5
         logits = jnp.einsum("bthk,bshk->bhts", q, k,
                             preferred_element_type=jnp.float32) * scale  # (B, H, T, S)
-        if mask is not None:
-            logits = jnp.where(mask, logits, _MASK_VALUE)
-        weights = jax.nn.softmax(logits, axis=-1)
-        if mask is not None:
-            weights = jnp.where(mask, weights, 0.0)  # fully masked rows -> all zero, not uniform
+        weights = _masked_softmax(logits, mask)
         dropped = apply_dropout(weights, self.dropout_rate, dropout_key)
         out = jnp.einsum("bhts,bshk->bthk", dropped.astype(v.dtype), v)  # (B, T, H, K)
         return out, weights
