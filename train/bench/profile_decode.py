@@ -2,10 +2,12 @@
 its time, op by op, from XLA:CPU's own trace.
 
     python -m train.bench.profile_decode                 # greedy, 64 sentences, 32 new tokens
-    python -m train.bench.profile_decode --beam 4 --top 25
+    python -m train.bench.profile_decode --decoder beam --top 25
+    python -m train.bench.profile_decode --d-model 512 --decode-batch 16   # any of train.bench's options
 
 The decoder is the one the decode line times (train/bench/decode.py, fixed_length_decoders:
-random weights, no EOS, every sentence runs to --tgt-len tokens). It is compiled, run once,
+random weights, no EOS, every sentence runs to --tgt-len tokens), with the benchmark's own options
+and defaults (train/bench/workload.py; --beam sets the beam width of --decoder beam). It is compiled, run once,
 then run --reps times under `jax.profiler` with XLA:CPU's per-thunk trace events on
 (`--xla_cpu_enable_xprof_traceme`, set before JAX starts). Each compiled op's time is summed
 over the traced calls and divided by --reps. An op that runs once per call (the encoder, the
@@ -67,7 +69,8 @@ def profile(a: argparse.Namespace) -> str:
     from train.bench.decode import decoder_inputs
 
     graphdef, params, kw, src = decoder_inputs(a)
-    fn = make_decode_fn(graphdef, beam_size=a.beam, alpha=0.6, eos_id=-1, **kw)
+    beam = a.beam if a.decoder == "beam" else 1
+    fn = make_decode_fn(graphdef, beam_size=beam, alpha=0.6, eos_id=-1, **kw)
     jax.block_until_ready(fn(params, src))  # compile
     shapes = hlo_ops(fn.lower(params, src).compile().as_text())
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +83,7 @@ def profile(a: argparse.Namespace) -> str:
     per_step = {k: v for k, v in ms.items() if count[k] >= steps}
     once = {k: v for k, v in ms.items() if k not in per_step}
     total = sum(ms.values())
-    kind = "greedy" if a.beam == 1 else f"beam {a.beam}"
+    kind = "greedy" if beam == 1 else f"beam {beam}"
     lines = [f"{kind}, {a.decode_batch} sentences x {a.tgt_len} new tokens: {total:.1f} ms of compiled ops per call "
              f"({sum(once.values()):.1f} ms once per call, {sum(per_step.values()):.1f} ms in the {steps} steps)",
              "", "| op | runs per call | ms per call | share | what it computes |", "|---|---:|---:|---:|---|"]
@@ -95,15 +98,15 @@ def profile(a: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.bench.profile_decode", description=__doc__.split("\n\n")[0])
-    for flag, default in (("--d-model", 256), ("--heads", 4), ("--ffn", 1024), ("--layers", 3), ("--vocab", 8000),
-                          ("--decode-batch", 64), ("--src-len", 32), ("--tgt-len", 32), ("--beam", 1),
-                          ("--reps", 2), ("--top", 20)):
-        p.add_argument(flag, type=int, default=default)
-    a = p.parse_args(argv)
-    # decoder_inputs' model_config reads the benchmark's model options: the decode line's defaults.
-    a.dtype, a.dropout, a.attention_dropout, a.attention_impl = "float32", 0.0, None, "fast"
-    a.remat, a.torch_like = False, False
+    from train.bench.workload import parse_args
+
+    p = argparse.ArgumentParser(prog="python -m train.bench.profile_decode", add_help=False)
+    p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy")
+    p.add_argument("--reps", type=int, default=2, help="traced calls, after one untimed")
+    p.add_argument("--top", type=int, default=20, help="ops listed, slowest first")
+    own, rest = p.parse_known_args(argv)
+    a = parse_args(rest, description=__doc__.split("\n\n")[0])  # the benchmark's model and workload
+    a.decoder, a.reps, a.top = own.decoder, own.reps, own.top
     if "jax" in sys.modules:
         raise SystemExit("error: JAX was imported before the trace flag could be set; run this as its own process")
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TRACE_FLAG}".strip()
