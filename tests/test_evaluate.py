@@ -108,6 +108,18 @@ def test_evaluate_best_checkpoint_with_beam(run_dir: Path, capsys: pytest.Captur
     assert len(lines(run_dir / "eval" / "validation.hyp.txt")) == 6
 
 
+def test_a_sweep_runs_folder_name_is_a_run_dir(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Hydra's multirun names run folders `N_key=value,key=value`; `=` and `,` are override
+    syntax, so such a run_dir is quoted for Hydra before composing (train/cli.py)."""
+    from train.evaluate import main
+
+    sweep_run = tmp_path / "it's a sweep" / "3_model.num_heads=2,seed=0"
+    shutil.copytree(run_dir, sweep_run, ignore=shutil.ignore_patterns("eval"))
+    main([f"run_dir={sweep_run}", "split=validation", "limit=2"])
+    assert capsys.readouterr().out.startswith("validation BLEU ")
+    assert len(lines(sweep_run / "eval" / "validation.hyp.txt")) == 2
+
+
 def test_decode_options_default_to_the_runs() -> None:
     from omegaconf import OmegaConf
 

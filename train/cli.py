@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, TypeVar
 
@@ -44,6 +45,7 @@ def compose_args(config_name: str, schema: type, argv: list[str], usage: str) ->
     bad = [a for a in argv if a.startswith("-") or "=" not in a]
     if bad:
         fail(f"unexpected argument {bad[0]!r}: arguments are key=value overrides.\n{usage}")
+    argv = [quote_string_value(a, schema) for a in argv]
     ConfigStore.instance().store(name=f"{config_name}_schema", node=schema)
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -55,6 +57,24 @@ def compose_args(config_name: str, schema: type, argv: list[str], usage: str) ->
     if missing:
         fail(f"missing {', '.join(f'{k}=...' for k in missing)}\n{usage}")
     return cfg
+
+
+# Characters Hydra's override grammar gives a meaning to in an unquoted value. A sweep's run
+# folders are named like `3_model.num_heads=2,seed=0`, so a run_dir often holds them.
+HYDRA_SPECIAL = set("=,()[]{}:'\" \t")
+
+
+def quote_string_value(arg: str, schema: type) -> str:
+    """`key=value` with value quoted for Hydra when `key` is a string field of `schema` and the
+    value holds characters Hydra would parse (a sweep run's folder name); other arguments as given."""
+    key, _, value = arg.partition("=")
+    hints = typing.get_type_hints(schema)
+    if key not in hints or str not in (hints[key], *typing.get_args(hints[key])):
+        return arg
+    if value[:1] in ("'", '"') or value.startswith("${") or not HYDRA_SPECIAL & set(value):
+        return arg
+    escaped = value.replace("'", "\\'")  # a quote inside the value
+    return f"{key}='{escaped}'"
 
 
 def decode_config(run_decode: DecodeConfig, overrides: Any) -> DecodeConfig:
