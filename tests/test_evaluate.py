@@ -120,6 +120,16 @@ def test_a_sweep_runs_folder_name_is_a_run_dir(run_dir: Path, tmp_path: Path, ca
     assert len(lines(sweep_run / "eval" / "validation.hyp.txt")) == 2
 
 
+def test_only_string_fields_are_quoted() -> None:
+    from train.cli import quote_string_value
+    from train.heads import HeadsArgs
+
+    assert quote_string_value("run_dir=m/3_a=1,b=2", HeadsArgs) == "run_dir='m/3_a=1,b=2'"
+    assert quote_string_value("run_dir=plain/dir", HeadsArgs) == "run_dir=plain/dir"
+    assert quote_string_value("orders=[importance,random]", HeadsArgs) == "orders=[importance,random]"  # list[str]
+    assert quote_string_value("limit=3", HeadsArgs) == "limit=3"
+
+
 def test_decode_options_default_to_the_runs() -> None:
     from omegaconf import OmegaConf
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, TypeVar
@@ -69,7 +70,9 @@ def quote_string_value(arg: str, schema: type) -> str:
     value holds characters Hydra would parse (a sweep run's folder name); other arguments as given."""
     key, _, value = arg.partition("=")
     hints = typing.get_type_hints(schema)
-    if key not in hints or str not in (hints[key], *typing.get_args(hints[key])):
+    hint = hints.get(key)
+    is_string = hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint))
+    if not is_string:  # list[str] and the like keep Hydra's syntax
         return arg
     if value[:1] in ("'", '"') or value.startswith("${") or not HYDRA_SPECIAL & set(value):
         return arg
