@@ -329,3 +329,26 @@ def test_decode_profile_names_the_ops_and_their_shares():
     assert logits and all(row[1] == "6" for row in logits)  # one per decoding step
     shares = [float(row[3].rstrip("%")) for row in rows]
     assert 99.0 <= sum(shares) <= 101.0  # --top 500 lists every op: their shares add up to 100% (rounded)
+
+
+def test_profile_train_groups_the_steps_ops() -> None:
+    """python -m train.bench.profile_train on a small model: the output layer's forward dot (to
+    (batch * tgt_len, vocab)) is a dense matmul, the softmax over the vocabulary has its own group,
+    AdamW's updates of the (vocab, d_model) table count as parameter updates, and shares add up."""
+    r = run_cli(["-m", "train.bench.profile_train", "--batch", "4", "--src-len", "8", "--tgt-len", "8",
+                 "--d-model", "32", "--ffn", "64", "--layers", "1", "--vocab", "300", "--steps", "1",
+                 "--warmup", "0", "--reps", "1", "--top", "1000"], timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("train step, 4 pairs x (8 + 8) tokens, d_model 32:")
+    tables = [[line.split(" | ") for line in block.splitlines()[2:]] for block in r.stdout.split("\n\n")[1:]]
+    groups, ops = tables
+    assert [row[0].lstrip("| ") for row in groups] == ["dense matmuls", "attention products", "vocabulary softmax",
+                                                       "parameter updates", "layout copies", "other"]
+    assert 99.0 <= sum(float(row[3].rstrip(" |%")) for row in groups) <= 101.0
+    by_group = {}
+    for row in ops:
+        by_group.setdefault(row[1], []).append(row[-1])
+    assert any("(dot -> f32[32,300])" in what for what in by_group["dense matmuls"])  # logits: 4 x 8 rows
+    assert any("dot -> f32[4,4,8,8]" in what for what in by_group["attention products"])  # (B, H, Tq, Tk)
+    assert any("-> f32[4,8,300]" in what for what in by_group["vocabulary softmax"])
+    assert any("-> f32[300,32]" in what for what in by_group["parameter updates"])

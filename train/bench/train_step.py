@@ -26,18 +26,13 @@ from train.bench.records import log, rounded
 from train.bench.workload import attention_dropout, model_config, synthetic_batch
 
 
-def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer,
-                peak: Callable[[], float]) -> tuple[dict, Callable[[], float]]:
-    """The train line, and a function that times the same compiled step again (for --torch-python).
-
-    A shared VM's speed drifts within a minute, so the step and the matmul peak are timed in
-    alternation, a.timing_rounds times; the line reports the round with the median MFU (its
-    ms_per_step and peak), and every round's figures under "rounds".
-    """
+def build_train_step(a: argparse.Namespace, mesh) -> tuple:
+    """The benchmark's train step, built as the Trainer builds it: (model config, jitted step,
+    sharded state, the synthetic batch on the batch sharding, dropout key, parameter count)."""
     import jax
     from flax import nnx
 
-    from model.flops import count_params, flops_per_token
+    from model.flops import count_params
     from model.transformer import Transformer
     from train.config import OptimConfig
     from train.engine.optimizer import make_optimizer
@@ -63,7 +58,22 @@ def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer,
         raise SystemExit(f"error: --batch {a.batch} does not split over {mesh.size} devices")
     step = jit_train_step(make_train_step(graphdef, tx, a.label_smoothing), shardings, bsh)
     batch = put_batch(synthetic_batch(a.batch, a.src_len, a.tgt_len, a.vocab), bsh)
-    key = jax.random.PRNGKey(0)
+    return cfg, step, state, batch, jax.random.PRNGKey(0), num_params
+
+
+def bench_train(a: argparse.Namespace, mesh, timer: CompileTimer,
+                peak: Callable[[], float]) -> tuple[dict, Callable[[], float]]:
+    """The train line, and a function that times the same compiled step again (for --torch-python).
+
+    A shared VM's speed drifts within a minute, so the step and the matmul peak are timed in
+    alternation, a.timing_rounds times; the line reports the round with the median MFU (its
+    ms_per_step and peak), and every round's figures under "rounds".
+    """
+    import jax
+
+    from model.flops import flops_per_token
+
+    cfg, step, state, batch, key, num_params = build_train_step(a, mesh)
 
     timer.reset()
     t0 = time.perf_counter()
