@@ -343,7 +343,7 @@ def test_profile_train_groups_the_steps_ops() -> None:
     tables = [[line.split(" | ") for line in block.splitlines()[2:]] for block in r.stdout.split("\n\n")[1:]]
     groups, ops = tables
     assert [row[0].lstrip("| ") for row in groups] == ["dense matmuls", "attention products", "vocabulary softmax",
-                                                       "parameter updates", "layout copies", "other"]
+                                                       "copies", "parameter updates", "other"]
     assert 99.0 <= sum(float(row[3].rstrip(" |%")) for row in groups) <= 101.0
     by_group = {}
     for row in ops:

@@ -22,8 +22,10 @@ def main(cfg: DictConfig) -> float:
         DataError,  # imported late: a bad config fails before heavy imports
     )
     from train.engine.host_allocator import configure_host_allocator
+    from train.engine.xla_flags import configure_xla_flags
 
     configure_host_allocator()  # before JAX starts its threads (docs/performance.md has the effect)
+    configure_xla_flags()  # before JAX creates its backend
 
     try:
         config = to_config(cfg)

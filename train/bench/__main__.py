@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         from train.engine.host_allocator import configure_host_allocator
 
         configure_host_allocator()  # before JAX starts its threads
+    from train.engine.xla_flags import configure_xla_flags
+
+    configure_xla_flags()  # the training processes' XLA options, before JAX creates its backend
     import jax
 
     if a.compilation_cache:

@@ -13,8 +13,8 @@ then put in one of these groups by what the compiled HLO says it computes:
   dense matmuls         dots whose output has rank 2 or 3 (projections, FFN, output layer, their gradients)
   attention products    dots with a rank-4 output (batch, heads, queries, keys or head_dim)
   vocabulary softmax    other ops whose output ends in the vocabulary (softmax, loss and their gradients)
+  copies                copies and transposes (layout changes, buffers XLA copies to keep them live)
   parameter updates     other ops with a parameter's shape (AdamW, clipping, gradient sums)
-  layout copies         copies and transposes
   other                 LayerNorm, dropout, activations, residuals, broadcasts, reductions
 
 XLA:CPU runs independent ops of the step at the same time on its thread pool, so the ops' summed
@@ -33,8 +33,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-GROUPS = ("dense matmuls", "attention products", "vocabulary softmax", "parameter updates", "layout copies",
-          "other")
+GROUPS = ("dense matmuls", "attention products", "vocabulary softmax", "copies", "parameter updates", "other")
 
 
 def output_dims(text: str) -> list[int]:
@@ -51,12 +50,12 @@ def group(name: str, text: str, vocab: int, param_shapes: set[str]) -> str:
     dims = output_dims(text)
     if dims and dims[-1] == vocab and len(dims) >= 2 and dims[0] != vocab:  # (B, T, V), not the (V, D) table
         return "vocabulary softmax"
+    family = re.sub(r"\.\d+$", "", name)
+    if "copy" in family or "transpose" in family:
+        return "copies"
     shape = re.search(r"-> (\w+\[[\d,]*\])", text)
     if shape and shape.group(1) in param_shapes and dims and max(dims) > 1:
         return "parameter updates"
-    family = re.sub(r"\.\d+$", "", name)
-    if "copy" in family or "transpose" in family:
-        return "layout copies"
     return "other"
 
 
@@ -116,6 +115,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "jax" in sys.modules:
         raise SystemExit("error: JAX was imported before the trace flag could be set; run this as its own process")
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TRACE_FLAG}".strip()
+    from train.engine.xla_flags import configure_xla_flags
+
+    configure_xla_flags()  # as training and the train line run the step
     print(profile(a))
     return 0
 
