@@ -7,6 +7,8 @@
     train_step.py     the train line: the real training step, timed, with its FLOPs and MFU
     decode.py         the decode line: greedy and beam search, with and without the KV cache
     profile_decode.py where a cached decode spends its time, op by op (`python -m train.bench.profile_decode`)
+    profile_train.py  where the train step spends its time, op by op, grouped (`python -m train.bench.profile_train`)
+    op_trace.py       XLA:CPU's per-op trace and the HLO's op descriptions, shared by the two profilers
     data_pipeline.py  the data line: the packing pipeline on the embedded corpus
     peer_compare.py   interleaved rounds against the peers below, run by another interpreter
     peers/            the peers: torch_train.py (the train step in PyTorch, eager and

@@ -21,64 +21,23 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
-import json
-import os
 import re
 import sys
-import tempfile
-from pathlib import Path
 from typing import Optional
-
-TRACE_FLAG = "--xla_cpu_enable_xprof_traceme=true"
-
-
-def hlo_ops(hlo: str) -> dict[str, str]:
-    """{instruction name: "output shape [dot lhs x rhs]"} for the ops of a compiled module."""
-    bodies = {m.group(1): m.group(2) for m in re.finditer(r"\n%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo, re.S)}
-    out = {}
-    for m in re.finditer(r"%([\w.\-]+) = (\S+) (\w[\w\-]*)\(([^\n]*)", hlo):
-        name, shape, op, rest = m.groups()
-        text = f"{op} -> {shape.split('{')[0]}"
-        called = re.search(r"calls=%([\w.\-]+)", rest)
-        if called:
-            dot = re.search(r"= (\S+) dot\(", bodies.get(called.group(1), ""))
-            if dot:
-                text += f" (dot -> {dot.group(1).split('{')[0]})"
-        out[name] = text
-    return out
-
-
-def op_times(trace_dir: Path, reps: int, ops: set[str]) -> tuple[collections.Counter, collections.Counter]:
-    """(ms per call, executions per call) of the compiled `ops` in the newest trace under trace_dir
-    (the runtime's own events, such as argument handling, are left out)."""
-    path = sorted(trace_dir.rglob("*.trace.json.gz"))[-1]
-    events = json.load(gzip.open(path))["traceEvents"]
-    ms, count = collections.Counter(), collections.Counter()
-    for e in events:
-        if e.get("ph") == "X" and e["name"] in ops:
-            ms[e["name"]] += e["dur"] / 1e3 / reps
-            count[e["name"]] += 1
-    return ms, collections.Counter({k: v // reps for k, v in count.items()})
-
 
 def profile(a: argparse.Namespace) -> str:
     import jax
 
     from model.decoding import make_decode_fn
     from train.bench.decode import decoder_inputs
+    from train.bench.op_trace import hlo_ops, traced_op_times
 
     graphdef, params, kw, src = decoder_inputs(a)
     beam = a.beam if a.decoder == "beam" else 1
     fn = make_decode_fn(graphdef, beam_size=beam, alpha=0.6, eos_id=-1, **kw)
     jax.block_until_ready(fn(params, src))  # compile
     shapes = hlo_ops(fn.lower(params, src).compile().as_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        jax.profiler.start_trace(tmp)
-        for _ in range(a.reps):
-            jax.block_until_ready(fn(params, src))
-        jax.profiler.stop_trace()
-        ms, count = op_times(Path(tmp), a.reps, set(shapes) - {"while"})
+    ms, count = traced_op_times(lambda: jax.block_until_ready(fn(params, src)), a.reps, set(shapes) - {"while"})
     steps = a.tgt_len
     per_step = {k: v for k, v in ms.items() if count[k] >= steps}
     once = {k: v for k, v in ms.items() if k not in per_step}
@@ -98,6 +57,7 @@ def profile(a: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from train.bench.op_trace import enable_op_trace
     from train.bench.workload import parse_args
 
     p = argparse.ArgumentParser(prog="python -m train.bench.profile_decode", add_help=False)
@@ -107,9 +67,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     own, rest = p.parse_known_args(argv)
     a = parse_args(rest, description=__doc__.split("\n\n")[0])  # the benchmark's model and workload
     a.decoder, a.reps, a.top = own.decoder, own.reps, own.top
-    if "jax" in sys.modules:
-        raise SystemExit("error: JAX was imported before the trace flag could be set; run this as its own process")
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TRACE_FLAG}".strip()
+    enable_op_trace()
     print(profile(a))
     return 0
 

@@ -6,7 +6,7 @@ op, from XLA:CPU's own trace.
 
 The step is the train line's (train_step.build_train_step: the Trainer's step on the synthetic
 batch), compiled, run --warmup times, timed untraced for --steps steps, then run --reps times under
-`jax.profiler` with XLA:CPU's per-thunk trace events on (the trace flag of profile_decode.py, set
+`jax.profiler` with XLA:CPU's per-thunk trace events on (op_trace.py; the flag is set
 before JAX starts). Each compiled op's time is summed over the traced steps and divided by --reps,
 then put in one of these groups by what the compiled HLO says it computes:
 
@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Optional
 
 GROUPS = ("dense matmuls", "attention products", "vocabulary softmax", "copies", "parameter updates", "other")
@@ -62,7 +59,7 @@ def group(name: str, text: str, vocab: int, param_shapes: set[str]) -> str:
 def profile(a: argparse.Namespace) -> str:
     import jax
 
-    from train.bench.profile_decode import hlo_ops, op_times
+    from train.bench.op_trace import hlo_ops, traced_op_times
     from train.bench.train_step import build_train_step
     from train.engine.sharding import make_mesh
 
@@ -78,13 +75,12 @@ def profile(a: argparse.Namespace) -> str:
         state = step(state, batch, key)
     jax.block_until_ready(state)
     wall_ms = (time.perf_counter() - t0) / a.steps * 1e3
-    with tempfile.TemporaryDirectory() as tmp:
-        jax.profiler.start_trace(tmp)
-        for _ in range(a.reps):
-            state = step(state, batch, key)
-        jax.block_until_ready(state)
-        jax.profiler.stop_trace()
-        ms, count = op_times(Path(tmp), a.reps, set(shapes))
+
+    def one_step() -> None:
+        nonlocal state
+        state = jax.block_until_ready(step(state, batch, key))
+
+    ms, count = traced_op_times(one_step, a.reps, set(shapes))
     total = sum(ms.values())
     by_group, ops_in = collections.Counter(), collections.Counter()
     for name, t in ms.items():
@@ -103,7 +99,7 @@ def profile(a: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from train.bench.profile_decode import TRACE_FLAG
+    from train.bench.op_trace import enable_op_trace
     from train.bench.workload import parse_args
 
     p = argparse.ArgumentParser(prog="python -m train.bench.profile_train", add_help=False)
@@ -112,9 +108,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     own, rest = p.parse_known_args(argv)
     a = parse_args(["--only", "train", *rest], description=__doc__.split("\n\n")[0])
     a.reps, a.top = own.reps, own.top
-    if "jax" in sys.modules:
-        raise SystemExit("error: JAX was imported before the trace flag could be set; run this as its own process")
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TRACE_FLAG}".strip()
+    enable_op_trace()
     from train.engine.xla_flags import configure_xla_flags
 
     configure_xla_flags()  # as training and the train line run the step
