@@ -3,6 +3,7 @@ its time, op by op, from XLA:CPU's own trace.
 
     python -m train.bench.profile_decode                 # greedy, 64 sentences, 32 new tokens
     python -m train.bench.profile_decode --decoder beam --top 25
+    python -m train.bench.profile_decode --floor         # and the matmul floor (dot_floor.py)
     python -m train.bench.profile_decode --d-model 512 --decode-batch 16   # any of train.bench's options
 
 The decoder is the one the decode line times (train/bench/decode.py, fixed_length_decoders:
@@ -29,21 +30,26 @@ def profile(a: argparse.Namespace) -> str:
     import jax
 
     from model.decoding import make_decode_fn
-    from train.bench.decode import decoder_inputs
+    from train.bench.decode import best_sentences_per_s, decoder_inputs
+    from train.bench.dot_floor import floor_lines, hlo_dots
     from train.bench.op_trace import hlo_ops, traced_op_times
 
     graphdef, params, kw, src = decoder_inputs(a)
     beam = a.beam if a.decoder == "beam" else 1
     fn = make_decode_fn(graphdef, beam_size=beam, alpha=0.6, eos_id=-1, **kw)
     jax.block_until_ready(fn(params, src))  # compile
-    shapes = hlo_ops(fn.lower(params, src).compile().as_text())
+    hlo = fn.lower(params, src).compile().as_text()
+    shapes = hlo_ops(hlo)
+    wall_ms = best_sentences_per_s({"decoder": fn}, params, src, a.reps)["decoder"]
+    wall_ms = a.decode_batch / wall_ms * 1e3  # best untraced call
     ms, count = traced_op_times(lambda: jax.block_until_ready(fn(params, src)), a.reps, set(shapes) - {"while"})
     steps = a.tgt_len
     per_step = {k: v for k, v in ms.items() if count[k] >= steps}
     once = {k: v for k, v in ms.items() if k not in per_step}
     total = sum(ms.values())
     kind = "greedy" if beam == 1 else f"beam {beam}"
-    lines = [f"{kind}, {a.decode_batch} sentences x {a.tgt_len} new tokens: {total:.1f} ms of compiled ops per call "
+    lines = [f"{kind}, {a.decode_batch} sentences x {a.tgt_len} new tokens: {wall_ms:.1f} ms per call untraced "
+             f"(best of {a.reps}); {total:.1f} ms of compiled ops per traced call "
              f"({sum(once.values()):.1f} ms once per call, {sum(per_step.values()):.1f} ms in the {steps} steps)",
              "", "| op | runs per call | ms per call | share | what it computes |", "|---|---:|---:|---:|---|"]
     for name, t in ms.most_common(a.top):
@@ -53,6 +59,8 @@ def profile(a: argparse.Namespace) -> str:
         by_family[re.sub(r"\.\d+$", "", name)] += t
     lines += ["", "Per-step ops by family (ms per call): "
               + ", ".join(f"{n} {t:.1f}" for n, t in by_family.most_common(8))]
+    if a.floor:
+        lines += [""] + floor_lines(hlo_dots(hlo), ms, count, wall_ms, "call")
     return "\n".join(lines)
 
 
@@ -64,9 +72,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy")
     p.add_argument("--reps", type=int, default=2, help="traced calls, after one untimed")
     p.add_argument("--top", type=int, default=20, help="ops listed, slowest first")
+    p.add_argument("--floor", action="store_true", help="also time every dot alone (train/bench/dot_floor.py)")
     own, rest = p.parse_known_args(argv)
     a = parse_args(rest, description=__doc__.split("\n\n")[0])  # the benchmark's model and workload
-    a.decoder, a.reps, a.top = own.decoder, own.reps, own.top
+    a.decoder, a.reps, a.top, a.floor = own.decoder, own.reps, own.top, own.floor
     enable_op_trace()
     print(profile(a))
     return 0

@@ -3,6 +3,7 @@ op, from XLA:CPU's own trace.
 
     python -m train.bench.profile_train                       # the benchmark workload
     python -m train.bench.profile_train --top 40 --d-model 128 --ffn 512   # any of train.bench's options
+    python -m train.bench.profile_train --floor               # and the matmul floor (dot_floor.py)
 
 The step is the train line's (train_step.build_train_step: the Trainer's step on the synthetic
 batch), compiled, run --warmup times, timed untraced for --steps steps, then run --reps times under
@@ -59,6 +60,7 @@ def group(name: str, text: str, vocab: int, param_shapes: set[str]) -> str:
 def profile(a: argparse.Namespace) -> str:
     import jax
 
+    from train.bench.dot_floor import floor_lines, hlo_dots
     from train.bench.op_trace import hlo_ops, traced_op_times
     from train.bench.train_step import build_train_step
     from train.engine.sharding import make_mesh
@@ -66,7 +68,8 @@ def profile(a: argparse.Namespace) -> str:
     _, step, state, batch, key, _ = build_train_step(a, make_mesh())
     param_shapes = {f"{x.dtype.name.replace('float', 'f')}[{','.join(map(str, x.shape))}]"
                     for x in jax.tree.leaves(state.params)}
-    shapes = hlo_ops(step.lower(state, batch, key).compile().as_text())
+    hlo = step.lower(state, batch, key).compile().as_text()
+    shapes = hlo_ops(hlo)
     for _ in range(1 + a.warmup):
         state = step(state, batch, key)
     jax.block_until_ready(state)
@@ -95,6 +98,8 @@ def profile(a: argparse.Namespace) -> str:
     for name, t in ms.most_common(a.top):
         lines.append(f"| {name} | {group(name, shapes[name], a.vocab, param_shapes)} | {t:.2f} | {t / total:.1%} "
                      f"| {shapes[name]} |")
+    if a.floor:
+        lines += [""] + floor_lines(hlo_dots(hlo), ms, count, wall_ms, "step")
     return "\n".join(lines)
 
 
@@ -105,9 +110,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.bench.profile_train", add_help=False)
     p.add_argument("--reps", type=int, default=3, help="traced steps, after the untraced ones")
     p.add_argument("--top", type=int, default=20, help="ops listed, slowest first")
+    p.add_argument("--floor", action="store_true", help="also time every dot alone (train/bench/dot_floor.py)")
     own, rest = p.parse_known_args(argv)
     a = parse_args(["--only", "train", *rest], description=__doc__.split("\n\n")[0])
-    a.reps, a.top = own.reps, own.top
+    a.reps, a.top, a.floor = own.reps, own.top, own.floor
     enable_op_trace()
     from train.engine.xla_flags import configure_xla_flags
 
