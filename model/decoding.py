@@ -39,15 +39,16 @@ def _log_probs(logits: jax.Array, pad_id: int, bos_id: int) -> jax.Array:
 
 
 def _greedy_tokens(logits: jax.Array, pad_id: int, bos_id: int) -> jax.Array:
-    """argmax over the vocabulary with pad and BOS excluded: logits (B, V) -> (B,) int32.
+    """argmax over the vocabulary with pad and BOS excluded: vocabulary-major logits (V, B) ->
+    (B,) int32.
 
     The log-softmax does not move the argmax, so it is skipped. XLA:CPU's argmax is a (value,
     index) reduction several times slower than two plain ones: the largest logit, then the
     smallest index that holds it (argmax's tie-break)."""
-    logits = logits.astype(jnp.float32).at[..., pad_id].set(-1e9).at[..., bos_id].set(-1e9)
-    top = jnp.max(logits, axis=-1, keepdims=True)  # (B, 1)
-    vocab = jnp.arange(logits.shape[-1], dtype=jnp.int32)
-    return jnp.min(jnp.where(logits >= top, vocab, logits.shape[-1]), axis=-1).astype(jnp.int32)
+    logits = logits.astype(jnp.float32).at[pad_id].set(-1e9).at[bos_id].set(-1e9)
+    top = jnp.max(logits, axis=0, keepdims=True)  # (1, B)
+    vocab = jnp.arange(logits.shape[0], dtype=jnp.int32)[:, None]  # (V, 1)
+    return jnp.min(jnp.where(logits >= top, vocab, logits.shape[0]), axis=0).astype(jnp.int32)
 
 
 def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
@@ -71,12 +72,13 @@ def greedy_decode(model: Transformer, src: jax.Array, *, max_len: int, max_len_a
     cache = model.init_cache(b, max_len) if use_cache else None
 
     def next_logits(t, tokens, last, cache):
+        """Logits of position t, vocabulary-major: (V, B)."""
         if use_cache:
-            return model.decode_step(last, t, cache, cross_kv, src_segments)
+            return model.decode_step(last, t, cache, cross_kv, src_segments, vocab_major=True)
         # Full recompute on a fixed (B, max_len) shape; causal masking hides the pads after t.
         tgt_in = jnp.concatenate([jnp.full((b, 1), bos_id, jnp.int32), tokens[:, :-1]], axis=1)
         logits = model.decode(tgt_in, memory, src_segments, jnp.ones_like(tgt_in))
-        return jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False), cache
+        return jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False).T, cache
 
     def cond(state):
         t, _, _, finished, _ = state
@@ -84,7 +86,7 @@ def greedy_decode(model: Transformer, src: jax.Array, *, max_len: int, max_len_a
 
     def body(state):
         t, tokens, last, finished, cache = state
-        logits, cache = next_logits(t, tokens, last, cache)  # (B, V)
+        logits, cache = next_logits(t, tokens, last, cache)  # (V, B)
         token = _greedy_tokens(logits, pad_id, bos_id)  # (B,)
         token = jnp.where(finished, pad_id, token)
         tokens = tokens.at[:, t].set(token)

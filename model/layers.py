@@ -47,6 +47,16 @@ class TokenEmbedding(nnx.Module):
                         preferred_element_type=jnp.float32)  # (B * T, V)
         return logits.reshape(b, t, -1)
 
+    def attend_vocab_major(self, x: jax.Array) -> jax.Array:
+        """`attend` for one position per row, transposed: (B, D) -> (V, B) float32.
+
+        table @ x^T leaves the (V, D) table in the layout it is stored in, and with few rows
+        (decoding's) XLA:CPU runs it faster than x @ table^T, the reductions over the
+        vocabulary that follow too (down the columns, B lanes wide). Greedy decoding uses it."""
+        table = self.embedding[...].astype(self.dtype)  # (V, D)
+        return jax.lax.dot_general(table, x.astype(self.dtype), (((1,), (1,)), ((), ())),
+                                   preferred_element_type=jnp.float32)  # (V, B)
+
 
 class SinusoidalPositions(nnx.Module):
     """Fixed sin/cos encodings (Vaswani et al.; sin and cos halves concatenated, as in

@@ -206,10 +206,12 @@ class Transformer(nnx.Module):
 
     def decode_step(self, token: jax.Array, position: jax.Array | int, cache: list,
                     cross_kv: list, src_segments: jax.Array, *, head_gates: dict | None = None,
-                    ancestors: jax.Array | None = None):
+                    ancestors: jax.Array | None = None, vocab_major: bool = False):
         """Feed one target token per row: token (B,) at position (scalar or (B,)).
 
-        Returns (logits (B, V) float32, new cache). Deterministic (no dropout). The target is one
+        Returns (logits (B, V) float32, new cache); with vocab_major the logits come transposed,
+        (V, B), which is faster with tied embeddings (TokenEmbedding.attend_vocab_major) for
+        what reduces over the vocabulary (greedy decoding). Deterministic (no dropout). The target is one
         sequence per row: it attends to every non-padding source token (src_segments != 0).
 
         Beam search: ancestors (B, beams, L) int32 and a scalar position; token (B * beams,),
@@ -229,4 +231,8 @@ class Transformer(nnx.Module):
             new_cache.append(layer_cache)
         if self.cfg.norm == "pre":
             x = self.decoder_norm(x)
+        if vocab_major:
+            if self.cfg.tie_embeddings:
+                return self.embed.attend_vocab_major(x[:, 0]), new_cache
+            return self._logits(x)[:, 0].T, new_cache
         return self._logits(x)[:, 0], new_cache

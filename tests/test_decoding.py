@@ -6,6 +6,7 @@ bias are fixed; beam search is not monotone in its width in general, but on thes
 4-beam finds better hypotheses than greedy.)
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -194,8 +195,34 @@ def test_greedy_token_is_the_first_argmax_without_pad_and_bos():
     logits[0, [7, 9]] = 5.0  # a tie: argmax takes the lower index
     logits[1, PAD] = logits[2, BOS] = 50.0  # never generated
     logits[3, [PAD, BOS, 11]] = 9.0
-    got = np.asarray(jax.jit(_greedy_tokens, static_argnums=(1, 2))(jnp.asarray(logits), PAD, BOS))
+    got = np.asarray(jax.jit(_greedy_tokens, static_argnums=(1, 2))(jnp.asarray(logits.T), PAD, BOS))  # (V, B)
     masked = logits.copy()
     masked[:, [PAD, BOS]] = -np.inf
     np.testing.assert_array_equal(got, np.argmax(masked, axis=-1))
     assert got[0] == 7 and got[3] == 11 and got.dtype == np.int32
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_vocab_major_logits_are_the_transposed_logits(setup, tied):
+    """decode_step(vocab_major=True), which greedy decoding reads, gives the (V, B) transpose of
+    the (B, V) logits: table @ x^T with tied embeddings, the output layer's logits transposed
+    without; and greedy decoding of a tied model matches the uncached decoder."""
+    _, _, src = setup
+    model = Transformer(dataclasses.replace(CFG, tie_embeddings=tied), V, rngs=nnx.Rngs(2))
+    graphdef, state = nnx.split(model)
+
+    def both(model, src):
+        src_seg = (src != PAD).astype(jnp.int32)
+        cross_kv = model.precompute_cross(model.encode(src, src_seg))
+        cache = model.init_cache(src.shape[0], MAX_LEN)
+        token = jnp.full((src.shape[0],), BOS, jnp.int32)
+        return (model.decode_step(token, 0, cache, cross_kv, src_seg)[0],
+                model.decode_step(token, 0, cache, cross_kv, src_seg, vocab_major=True)[0])
+
+    batch_major, vocab_major = jit_with_model(graphdef, both)(state, src)
+    assert vocab_major.shape == (V, src.shape[0])
+    np.testing.assert_allclose(vocab_major, batch_major.T, atol=1e-5, rtol=1e-5)
+    kw = dict(max_len=MAX_LEN, max_len_a=A, max_len_b=B)
+    cached = jit_with_model(graphdef, functools.partial(greedy_decode, **kw))(state, src)
+    uncached = jit_with_model(graphdef, functools.partial(greedy_decode, use_cache=False, **kw))(state, src)
+    np.testing.assert_array_equal(cached, uncached)
