@@ -9,6 +9,7 @@
     profile_decode.py where a cached decode spends its time, op by op (`python -m train.bench.profile_decode`)
     profile_train.py  where the train step spends its time, op by op, grouped (`python -m train.bench.profile_train`)
     op_trace.py       XLA:CPU's per-op trace and the HLO's op descriptions, shared by the two profilers
+    dot_floor.py      the matmul floor: every dot of a compiled step timed alone (the profilers' --floor)
     data_pipeline.py  the data line: the packing pipeline on the embedded corpus
     peer_compare.py   interleaved rounds against the peers below, run by another interpreter
     peers/            the peers: torch_train.py (the train step in PyTorch, eager and
