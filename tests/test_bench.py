@@ -319,13 +319,14 @@ def test_real_peers_end_to_end():
 
 def test_decode_profile_names_the_ops_and_their_shares():
     """python -m train.bench.profile_decode on a small model: every step's output projection
-    (a dot to (batch, vocab)) is found, runs once per step, and the shares add up."""
+    (a dot to (vocab, batch): greedy reads vocabulary-major logits) is found, runs once per step,
+    and the shares add up."""
     r = run_cli(["-m", "train.bench.profile_decode", "--decode-batch", "4", "--tgt-len", "6", "--d-model", "32",
                  "--ffn", "64", "--layers", "1", "--vocab", "300", "--reps", "1", "--top", "500"], timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith("greedy, 4 sentences x 6 new tokens:")
     rows = [line.split(" | ") for line in r.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    logits = [row for row in rows if "(dot -> f32[4,300])" in row[-1]]
+    logits = [row for row in rows if "(dot -> f32[300,4])" in row[-1]]
     assert logits and all(row[1] == "6" for row in logits)  # one per decoding step
     shares = [float(row[3].rstrip("%")) for row in rows]
     assert 99.0 <= sum(shares) <= 101.0  # --top 500 lists every op: their shares add up to 100% (rounded)

@@ -51,7 +51,7 @@ def test_decode_profile_reports_the_matmul_floor() -> None:
     floor_block = r.stdout.split("Matmul floor: ")[1]
     rows = [line.split(" | ") for line in floor_block.splitlines()[3:] if line.startswith("| ")]
     by_dot = {row[0].lstrip("| "): row for row in rows}
-    assert by_dot["f32[4, 32] x [300, 32]"][1] == "6"  # the tied output projection, once per step
+    assert by_dot["f32[300, 32] x [4, 32]"][1] == "6"  # the tied output projection (table @ x^T), once per step
     floor_ms = float(floor_block.split(": ")[1].split(" ms")[0])
     assert abs(sum(float(row[4]) for row in rows) - floor_ms) < 0.01 * len(rows) + 0.05
     assert "above the floor" in floor_block
