@@ -209,10 +209,11 @@ class Transformer(nnx.Module):
                     ancestors: jax.Array | None = None, vocab_major: bool = False):
         """Feed one target token per row: token (B,) at position (scalar or (B,)).
 
-        Returns (logits (B, V) float32, new cache); with vocab_major the logits come transposed,
-        (V, B), which is faster with tied embeddings (TokenEmbedding.attend_vocab_major) for
-        what reduces over the vocabulary (greedy decoding). Deterministic (no dropout). The target is one
-        sequence per row: it attends to every non-padding source token (src_segments != 0).
+        Returns (logits (B, V) float32, new cache). vocab_major gives them transposed, (V, B): with
+        tied embeddings that product is faster (TokenEmbedding.attend_vocab_major), as are the
+        reductions over the vocabulary after it (greedy decoding). Deterministic (no dropout).
+        The target is one sequence per row: it attends to every non-padding source token
+        (src_segments != 0).
 
         Beam search: ancestors (B, beams, L) int32 and a scalar position; token (B * beams,),
         row b * beams + j the j-th hypothesis of source b; the cache from init_cache(B, beams * L);

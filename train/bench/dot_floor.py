@@ -140,8 +140,8 @@ def floor_lines(dots: Mapping[str, list[Dot]], ms: Mapping[str, float], count: M
     floor_ms = sum(alone[d] * runs[d] for d in runs)
     flops = sum(d.flops * runs[d] for d in runs)
     lines = [f"Matmul floor: the {sum(runs.values())} dots per {unit} ({len(runs)} distinct), each timed "
-             f"alone (best of {reps}, less {overhead * 1e6:.0f} us of call dispatch): {floor_ms:.1f} ms per {unit}, {flops / floor_ms / 1e6:.0f} GFLOP/s; "
-             f"in the traced {unit} they took {sum(in_step.values()):.1f} ms. Wall {wall_ms:.1f} ms: "
+             f"alone (best of {reps}, less {overhead * 1e6:.0f} us of call dispatch): {floor_ms:.1f} ms per {unit}, "
+             f"{flops / floor_ms / 1e6:.0f} GFLOP/s; in the traced {unit} they took {sum(in_step.values()):.1f} ms. Wall {wall_ms:.1f} ms: "
              f"{wall_ms - floor_ms:.1f} ms ({1 - floor_ms / wall_ms:.0%}) above the floor.", "",
              f"| dot (lhs x rhs) | runs per {unit} | ms alone, each | GFLOP/s alone | ms alone x runs "
              f"| ms in the traced {unit} |", "|---|---:|---:|---:|---:|---:|"]

@@ -40,8 +40,8 @@ def profile(a: argparse.Namespace) -> str:
     jax.block_until_ready(fn(params, src))  # compile
     hlo = fn.lower(params, src).compile().as_text()
     shapes = hlo_ops(hlo)
-    wall_ms = best_sentences_per_s({"decoder": fn}, params, src, a.reps)["decoder"]
-    wall_ms = a.decode_batch / wall_ms * 1e3  # best untraced call
+    sentences_per_s = best_sentences_per_s({"decoder": fn}, params, src, a.reps)["decoder"]
+    wall_ms = a.decode_batch / sentences_per_s * 1e3  # the best untraced call
     ms, count = traced_op_times(lambda: jax.block_until_ready(fn(params, src)), a.reps, set(shapes) - {"while"})
     steps = a.tgt_len
     per_step = {k: v for k, v in ms.items() if count[k] >= steps}
