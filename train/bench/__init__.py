@@ -3,6 +3,7 @@
     workload.py       the presets, the command's options, the model config and the synthetic batch
     records.py        the JSON lines on stdout, progress on stderr, the device fields of every line
     compile_timer.py  JAX's own compile durations (jax.monitoring)
+    timing.py         the best wall time of a call over several tries, what every timing reports
     peak.py           the matmul peak that MFU divides by
     train_step.py     the train line: the real training step, timed, with its FLOPs and MFU
     decode.py         the decode line: greedy and beam search, with and without the KV cache

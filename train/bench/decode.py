@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from typing import Any, Callable
 
 from train.bench.compile_timer import CompileTimer
 from train.bench.records import log
+from train.bench.timing import best_seconds
 from train.bench.workload import model_config, synthetic_batch
 
 
@@ -96,11 +96,7 @@ def bench_decode(a: argparse.Namespace, timer: CompileTimer) -> dict:
         tokens = fn(params, src)
         jax.block_until_ready(tokens)
         compile_s = timer.total
-        best = float("inf")
-        for _ in range(a.decode_reps):
-            t0 = time.perf_counter()
-            tokens = jax.block_until_ready(fn(params, src))
-            best = min(best, time.perf_counter() - t0)
+        best = best_seconds(lambda: jax.block_until_ready(fn(params, src)), a.decode_reps)
         outputs[name] = np.asarray(tokens)
         out[f"{name}_sentences_per_s"] = round(a.decode_batch / best, 2)
         out[f"{name}_compile_s"] = round(compile_s, 2)
@@ -143,12 +139,5 @@ def best_sentences_per_s(fns: dict[str, Callable], params: Any, src: Any, reps: 
     """{kind: sentences/s} of each compiled decoder on `src`, the best of `reps` calls."""
     import jax
 
-    out = {}
-    for kind, fn in fns.items():
-        best = float("inf")
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(params, src))
-            best = min(best, time.perf_counter() - t0)
-        out[kind] = src.shape[0] / best
-    return out
+    return {kind: src.shape[0] / best_seconds(lambda: jax.block_until_ready(fn(params, src)), reps)
+            for kind, fn in fns.items()}

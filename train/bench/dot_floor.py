@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import time
 from typing import Mapping
+
+from train.bench.op_trace import computations
+from train.bench.timing import best_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,22 +56,16 @@ def hlo_dots(hlo: str) -> dict[str, list[Dot]]:
     dot itself, or the fusion that calls the computation holding it (what the trace names)."""
     shapes = {m.group(1): (m.group(2), _dims(m.group(3)))
               for m in re.finditer(rf"%([\w.\-]+) = {_SHAPE}", hlo)}
-    computation = None
     dots_in: dict[str, list[tuple[str, Dot]]] = {}
-    for line in hlo.splitlines():
-        head = re.match(r"(?:ENTRY )?%?([\w.\-]+) .*\{$", line)  # a computation's first line, unindented
-        if head:
-            computation = head.group(1)
-            continue
-        m = re.search(rf"%([\w.\-]+) = {_SHAPE}\S* dot\(%([\w.\-]+), %([\w.\-]+)\)(.*)", line)
-        if not m:
-            continue
-        name, out_dtype, _, lhs, rhs, attrs = m.groups()
-        nums = {k: _dims(v) for k, v in re.findall(r"(\w+_dims)=\{([\d,]*)\}", attrs)}
-        dot = Dot(lhs=shapes[lhs][1], rhs=shapes[rhs][1], dtype=shapes[lhs][0], out_dtype=out_dtype,
-                  lhs_contract=nums.get("lhs_contracting_dims", ()), rhs_contract=nums.get("rhs_contracting_dims", ()),
-                  lhs_batch=nums.get("lhs_batch_dims", ()), rhs_batch=nums.get("rhs_batch_dims", ()))
-        dots_in.setdefault(computation, []).append((name, dot))
+    for computation, body in computations(hlo).items():
+        for m in re.finditer(rf"%([\w.\-]+) = {_SHAPE}\S* dot\(%([\w.\-]+), %([\w.\-]+)\)([^\n]*)", body):
+            name, out_dtype, _, lhs, rhs, attrs = m.groups()
+            nums = {k: _dims(v) for k, v in re.findall(r"(\w+_dims)=\{([\d,]*)\}", attrs)}
+            dot = Dot(lhs=shapes[lhs][1], rhs=shapes[rhs][1], dtype=shapes[lhs][0], out_dtype=out_dtype,
+                      lhs_contract=nums.get("lhs_contracting_dims", ()),
+                      rhs_contract=nums.get("rhs_contracting_dims", ()),
+                      lhs_batch=nums.get("lhs_batch_dims", ()), rhs_batch=nums.get("rhs_batch_dims", ()))
+            dots_in.setdefault(computation, []).append((name, dot))
     out: dict[str, list[Dot]] = {}
     called = set()
     for m in re.finditer(r"%([\w.\-]+) = [^\n]*?calls=%([\w.\-]+)", hlo):
@@ -87,12 +83,7 @@ _JAX_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16", "f64": "f
 
 def _best_seconds(f, *args, reps: int) -> float:
     f(*args).block_until_ready()  # compiles
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f(*args).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_seconds(lambda: f(*args).block_until_ready(), reps)
 
 
 def call_overhead(reps: int = 200) -> float:

@@ -17,9 +17,16 @@ from typing import Callable
 TRACE_FLAG = "--xla_cpu_enable_xprof_traceme=true"
 
 
+def computations(hlo: str) -> dict[str, str]:
+    """{computation name: its body} of a compiled module's text (the entry computation under
+    its own name; its header starts with ENTRY)."""
+    return {m.group(1): m.group(2)
+            for m in re.finditer(r"\n(?:ENTRY )?%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo, re.S)}
+
+
 def hlo_ops(hlo: str) -> dict[str, str]:
     """{instruction name: "output shape [dot lhs x rhs]"} for the ops of a compiled module."""
-    bodies = {m.group(1): m.group(2) for m in re.finditer(r"\n%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo, re.S)}
+    bodies = computations(hlo)
     out = {}
     for m in re.finditer(r"%([\w.\-]+) = (\S+) (\w[\w\-]*)\(([^\n]*)", hlo):
         name, shape, op, rest = m.groups()

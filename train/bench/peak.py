@@ -3,8 +3,9 @@ devices, in this process (so it drifts with the machine the way the train step d
 
 from __future__ import annotations
 
-import time
 from typing import Callable
+
+from train.bench.timing import best_seconds
 
 
 def matmul_peak(mesh, dtype: str, n: int, reps: int = 5) -> tuple[Callable[[], float], str]:
@@ -24,11 +25,6 @@ def matmul_peak(mesh, dtype: str, n: int, reps: int = 5) -> tuple[Callable[[], f
     f(a, b).block_until_ready()
 
     def measure() -> float:
-        best = float("inf")
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            f(a, b).block_until_ready()
-            best = min(best, time.perf_counter() - t0)
-        return 2.0 * k * n**3 / best
+        return 2.0 * k * n**3 / best_seconds(lambda: f(a, b).block_until_ready(), reps)
 
     return measure, f"{k}x({n}x{n})@({n}x{n}) {dtype}"
