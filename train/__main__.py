@@ -21,11 +21,9 @@ def main(cfg: DictConfig) -> float:
     from data.errors import (
         DataError,  # imported late: a bad config fails before heavy imports
     )
-    from train.engine.host_allocator import configure_host_allocator
-    from train.engine.xla_flags import configure_xla_flags
+    from train.engine.process_setup import configure_process
 
-    configure_host_allocator()  # before JAX starts its threads (docs/performance.md has the effect)
-    configure_xla_flags()  # before JAX creates its backend
+    configure_process()  # malloc settings and XLA options, before JAX starts (docs/performance.md)
 
     try:
         config = to_config(cfg)

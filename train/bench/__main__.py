@@ -75,13 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         except PeerError as e:
             raise SystemExit(f"error: {e}") from None
         log(f"peer: {found} ({a.torch_python}), against the project's {' and '.join(compared)}")
-    if not a.no_host_allocator_fix:
-        from train.engine.host_allocator import configure_host_allocator
+    from train.engine.process_setup import configure_process
 
-        configure_host_allocator()  # before JAX starts its threads
-    from train.engine.xla_flags import configure_xla_flags
-
-    configure_xla_flags()  # the training processes' XLA options, before JAX creates its backend
+    configure_process(host_allocator=not a.no_host_allocator_fix)  # as training, before JAX starts
     import jax
 
     if a.compilation_cache:

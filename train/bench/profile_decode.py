@@ -77,6 +77,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     a = parse_args(rest, description=__doc__.split("\n\n")[0])  # the benchmark's model and workload
     a.decoder, a.reps, a.top, a.floor = own.decoder, own.reps, own.top, own.floor
     enable_op_trace()
+    from train.engine.process_setup import configure_process
+
+    configure_process(host_allocator=not a.no_host_allocator_fix)  # as the decode line runs the decoder
     print(profile(a))
     return 0
 

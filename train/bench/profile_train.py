@@ -115,9 +115,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     a = parse_args(["--only", "train", *rest], description=__doc__.split("\n\n")[0])
     a.reps, a.top, a.floor = own.reps, own.top, own.floor
     enable_op_trace()
-    from train.engine.xla_flags import configure_xla_flags
+    from train.engine.process_setup import configure_process
 
-    configure_xla_flags()  # as training and the train line run the step
+    configure_process(host_allocator=not a.no_host_allocator_fix)  # as training and the train line run the step
     print(profile(a))
     return 0
 

@@ -12,7 +12,10 @@
     run_files.py      summary.json and other files written atomically
     signals.py preflight.py   stop signals; unwritable or full folders caught before training
     faults.py         fault injection for the reliability tests, installed as hooks
-    sharding.py host_allocator.py runtime.py   devices and meshes; the CPU allocator; process set-up
+    sharding.py       devices and meshes
+    process_setup.py host_allocator.py xla_flags.py   what a process running the step sets before JAX
+                      starts: glibc's malloc settings and XLA's options
+    runtime.py        quiet library logs, the persistent compilation cache
 
 May import model/, data/, train.config, train.errors and train.evals (the evaluators it runs);
 never a command.
